@@ -1,0 +1,936 @@
+//! The streaming decoder: bytes in, normalized events out, whatever form the input takes.
+//!
+//! It is push-based so that every source drives it the same way: a file import feeds chunks
+//! and calls [`Decoder::finish`] at the end; the tailer feeds bytes as the API server writes them
+//! and only calls `finish` when a rotated file is done, so a partial last line is waited for and
+//! never parsed early; the webhook feeds one request body.
+//!
+//! Framing is detected from the first line (or forced): **lines** (JSON lines of events,
+//! EventLists, Azure records or Docker json-file records; CRI container-runtime lines) or a
+//! **stream** of JSON values that may span lines (pretty-printed objects, several concatenated,
+//! a JSON array). Lines are the fast path and the robust one: a broken line costs that line only.
+//! Container-runtime partial lines (CRI `P`, Docker records without a trailing newline) are
+//! joined before parsing. A UTF-8 byte-order mark at the start is skipped.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use memchr::memchr;
+use sonic_rs::LazyValue;
+
+use crate::error::{IgnoreReason, Rejection, Skip, SkipReason};
+use crate::model::AuditEvent;
+use crate::normalize::{Document, classify};
+use crate::wire::BoxedWireObject;
+
+/// The form of the input an event came in, also used to force a format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InputFormat {
+    /// One event per line, as the log backend writes them.
+    JsonLines,
+    /// Events as JSON values that may span lines: pretty-printed, concatenated, or in an array.
+    Json,
+    /// `EventList` documents, as the webhook backend POSTs them (one per line or pretty-printed).
+    EventList,
+    /// CRI container-runtime log lines (`<time> stdout F <json>`), partial `P` lines joined.
+    Cri,
+    /// Docker json-file log lines (`{"log": "<json>\n", "stream": "stdout", …}`).
+    Docker,
+    /// Azure/AKS diagnostic records (`{"records": [{"properties": {"log": …}}]}`).
+    Azure,
+}
+
+impl InputFormat {
+    /// Every format.
+    pub const ALL: [InputFormat; 6] = [
+        InputFormat::JsonLines,
+        InputFormat::Json,
+        InputFormat::EventList,
+        InputFormat::Cri,
+        InputFormat::Docker,
+        InputFormat::Azure,
+    ];
+
+    /// The stable name, as accepted by `--format`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InputFormat::JsonLines => "jsonl",
+            InputFormat::Json => "json",
+            InputFormat::EventList => "eventlist",
+            InputFormat::Cri => "cri",
+            InputFormat::Docker => "docker",
+            InputFormat::Azure => "azure",
+        }
+    }
+
+    /// Parses a stable name.
+    pub fn parse(name: &str) -> Option<Self> {
+        InputFormat::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+impl fmt::Display for InputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decoder settings.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Force a format instead of detecting it.
+    pub format: Option<InputFormat>,
+    /// Events larger than this many bytes are skipped as `too-large`.
+    pub max_event_bytes: usize,
+    /// Lines and documents (an EventList, an Azure batch) larger than this are skipped without
+    /// being buffered whole.
+    pub max_document_bytes: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            format: None,
+            max_event_bytes: 16 << 20,
+            max_document_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Where an event came from in its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The 1-based line where the event (or its envelope) starts.
+    pub line: u64,
+    /// The form it came in.
+    pub format: InputFormat,
+}
+
+/// What the decoder hands out.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// An event.
+    Event(Box<AuditEvent<'a>>, Origin),
+    /// Input that should have been an event and is broken.
+    Skipped(Skip),
+    /// Well-formed input that is not audit data.
+    Ignored {
+        /// Its line.
+        line: u64,
+        /// What it is.
+        reason: IgnoreReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Lines,
+    Stream,
+}
+
+/// Container-runtime content of a line split across records, waiting for its last piece.
+struct PartialLine {
+    text: String,
+    line: u64,
+    format: InputFormat,
+}
+
+/// A push-based decoder; see the module documentation.
+pub struct Decoder {
+    options: DecodeOptions,
+    framing: Option<Framing>,
+    buf: Vec<u8>,
+    /// Lines fully consumed so far.
+    line: u64,
+    at_start: bool,
+    /// Dropping the rest of an oversized line or value.
+    discarding: bool,
+    /// Stream framing: the state of the value being scanned at `buf[0]`, and how far it got.
+    scan: Option<(ValueScanner, usize)>,
+    partial: Option<PartialLine>,
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl Decoder {
+    /// A decoder for one input stream.
+    pub fn new(options: DecodeOptions) -> Self {
+        let framing = match options.format {
+            Some(InputFormat::JsonLines | InputFormat::Cri | InputFormat::Docker) => {
+                Some(Framing::Lines)
+            }
+            Some(InputFormat::Json) => Some(Framing::Stream),
+            _ => None,
+        };
+        Decoder {
+            options,
+            framing,
+            buf: Vec::new(),
+            line: 0,
+            at_start: true,
+            discarding: false,
+            scan: None,
+            partial: None,
+        }
+    }
+
+    /// Decodes what `chunk` completes; incomplete trailing input waits for the next call.
+    pub fn feed<F: FnMut(Decoded<'_>)>(&mut self, chunk: &[u8], out: &mut F) {
+        if self.framing != Some(Framing::Lines) || self.at_start {
+            self.buf.extend_from_slice(chunk);
+            // Framing is chosen from the first line: wait for its end rather than looking at
+            // the same bytes again for every small chunk.
+            let undecided = self.framing.is_none() && !self.at_start;
+            if !undecided
+                || memchr(b'\n', chunk).is_some()
+                || self.buf.len() > self.options.max_document_bytes
+            {
+                self.process(false, out);
+            }
+            return;
+        }
+        // Line framing decodes straight from the caller's chunk and copies only what a line
+        // split across chunks needs: copying every byte showed up as a tenth of the time.
+        let mut rest = chunk;
+        if !self.buf.is_empty() {
+            let Some(newline) = memchr(b'\n', chunk) else {
+                // Still inside the pending line: no need to look at it again until it ends.
+                self.buf.extend_from_slice(chunk);
+                if self.buf.len() > self.options.max_document_bytes {
+                    self.process(false, out);
+                }
+                return;
+            };
+            self.buf.extend_from_slice(&chunk[..=newline]);
+            self.process(false, out);
+            rest = &chunk[newline + 1..];
+        }
+        let consumed = self.process_lines(rest, 0, false, out);
+        self.buf.extend_from_slice(&rest[consumed..]);
+    }
+
+    /// Decodes everything left: the input has ended.
+    pub fn finish<F: FnMut(Decoded<'_>)>(&mut self, out: &mut F) {
+        self.process(true, out);
+        if let Some(partial) = self.partial.take() {
+            out(Decoded::Skipped(Skip {
+                line: partial.line,
+                reason: SkipReason::Truncated,
+                message: format!(
+                    "the input ended inside a split {} log line (its last piece never came)",
+                    partial.format
+                ),
+            }));
+        }
+    }
+
+    /// Bytes received but not decoded yet (an incomplete last line or value).
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn process<F: FnMut(Decoded<'_>)>(&mut self, eof: bool, out: &mut F) {
+        let buf = std::mem::take(&mut self.buf);
+        let consumed = self.process_buf(&buf, eof, out);
+        self.buf = buf;
+        self.buf.drain(..consumed);
+    }
+
+    fn process_buf<F: FnMut(Decoded<'_>)>(&mut self, buf: &[u8], eof: bool, out: &mut F) -> usize {
+        let mut start = 0;
+        if self.at_start {
+            if buf.len() < BOM.len() && BOM.starts_with(buf) && !eof {
+                return 0;
+            }
+            if buf.starts_with(BOM) {
+                start = BOM.len();
+            }
+            self.at_start = false;
+        }
+        let framing = match self.framing {
+            Some(f) => f,
+            None => match detect_framing(&buf[start..], eof, self.options.max_document_bytes) {
+                Some(f) => {
+                    self.framing = Some(f);
+                    f
+                }
+                None => return start,
+            },
+        };
+        match framing {
+            Framing::Lines => self.process_lines(buf, start, eof, out),
+            Framing::Stream => self.process_stream(buf, start, eof, out),
+        }
+    }
+
+    fn process_lines<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        buf: &[u8],
+        mut pos: usize,
+        eof: bool,
+        out: &mut F,
+    ) -> usize {
+        let max = self.options.max_document_bytes;
+        loop {
+            match memchr(b'\n', &buf[pos..]) {
+                Some(len) => {
+                    self.line += 1;
+                    if self.discarding {
+                        self.discarding = false;
+                    } else if len > max {
+                        out(Decoded::Skipped(too_long(self.line, max, "line")));
+                    } else {
+                        self.line_document(&buf[pos..pos + len], self.line, false, out);
+                    }
+                    pos += len + 1;
+                }
+                None => {
+                    let rest = buf.len() - pos;
+                    if eof {
+                        if rest > 0 && !self.discarding {
+                            self.line += 1;
+                            if rest > max {
+                                out(Decoded::Skipped(too_long(self.line, max, "line")));
+                            } else {
+                                self.line_document(&buf[pos..], self.line, true, out);
+                            }
+                        }
+                        self.discarding = false;
+                        return buf.len();
+                    }
+                    if self.discarding {
+                        return buf.len();
+                    }
+                    if rest > max {
+                        out(Decoded::Skipped(too_long(self.line + 1, max, "line")));
+                        self.discarding = true;
+                        return buf.len();
+                    }
+                    return pos;
+                }
+            }
+        }
+    }
+
+    /// One line of line-framed input. `last` is set for a final line without a newline, which
+    /// is reported as truncated when its JSON ends early.
+    fn line_document<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        bytes: &[u8],
+        line: u64,
+        last: bool,
+        out: &mut F,
+    ) {
+        let bytes = bytes.trim_ascii();
+        if bytes.is_empty() {
+            return;
+        }
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                out(Decoded::Skipped(Skip {
+                    line,
+                    reason: SkipReason::InvalidUtf8,
+                    message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                }));
+                return;
+            }
+        };
+        match text.as_bytes()[0] {
+            b'{' | b'[' => self.json_document(text, line, InputFormat::JsonLines, last, out),
+            _ => match CriLine::parse(text) {
+                Some(cri) => self.cri_line(cri, line, out),
+                None => out(Decoded::Skipped(Skip {
+                    line,
+                    reason: SkipReason::InvalidJson,
+                    message: format!("not JSON: the line starts with {:?}", preview(text)),
+                })),
+            },
+        }
+    }
+
+    fn process_stream<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        buf: &[u8],
+        mut pos: usize,
+        eof: bool,
+        out: &mut F,
+    ) -> usize {
+        let max = self.options.max_document_bytes;
+        loop {
+            let (mut scanner, resume) = match self.scan.take() {
+                Some(state) => state,
+                None => {
+                    while pos < buf.len() && buf[pos].is_ascii_whitespace() {
+                        if buf[pos] == b'\n' {
+                            self.line += 1;
+                        }
+                        pos += 1;
+                    }
+                    if pos == buf.len() {
+                        return pos;
+                    }
+                    if !matches!(buf[pos], b'{' | b'[') {
+                        let line_len = memchr(b'\n', &buf[pos..]);
+                        if line_len.is_none() && !eof {
+                            return pos;
+                        }
+                        let text = String::from_utf8_lossy(
+                            &buf[pos..pos + line_len.unwrap_or(buf.len() - pos)],
+                        );
+                        out(Decoded::Skipped(Skip {
+                            line: self.line + 1,
+                            reason: SkipReason::InvalidJson,
+                            message: format!("not JSON: the text starts with {:?}", preview(&text)),
+                        }));
+                        pos = line_len.map_or(buf.len(), |l| pos + l);
+                        continue;
+                    }
+                    (ValueScanner::default(), 0)
+                }
+            };
+            let value = &buf[pos..];
+            match scanner.scan(&value[resume..]) {
+                Some(end) => {
+                    let end = resume + end;
+                    if self.discarding {
+                        self.discarding = false;
+                        self.line += count_newlines(&value[..end]);
+                    } else {
+                        let line = self.line + 1;
+                        self.line += count_newlines(&value[..end]);
+                        self.stream_value(&value[..end], line, out);
+                    }
+                    pos += end;
+                }
+                None if eof => {
+                    if !self.discarding {
+                        out(Decoded::Skipped(Skip {
+                            line: self.line + 1,
+                            reason: SkipReason::Truncated,
+                            message: "the input ended inside a JSON value".to_owned(),
+                        }));
+                    }
+                    self.discarding = false;
+                    return buf.len();
+                }
+                None if self.discarding || value.len() > max => {
+                    if !self.discarding {
+                        out(Decoded::Skipped(too_long(self.line + 1, max, "JSON value")));
+                        self.discarding = true;
+                    }
+                    self.line += count_newlines(value);
+                    self.scan = Some((scanner, 0));
+                    return buf.len();
+                }
+                None => {
+                    self.scan = Some((scanner, value.len()));
+                    return pos;
+                }
+            }
+        }
+    }
+
+    fn stream_value<F: FnMut(Decoded<'_>)>(&mut self, bytes: &[u8], line: u64, out: &mut F) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.json_document(text, line, InputFormat::Json, false, out),
+            Err(e) => out(Decoded::Skipped(Skip {
+                line,
+                reason: SkipReason::InvalidUtf8,
+                message: format!(
+                    "invalid UTF-8 at byte {} of the JSON value",
+                    e.valid_up_to() + 1
+                ),
+            })),
+        }
+    }
+
+    /// A JSON document (`{…}` or `[…]`) found by the framing. `bare` is the format a bare event
+    /// in it is attributed to.
+    fn json_document<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        text: &str,
+        line: u64,
+        bare: InputFormat,
+        last: bool,
+        out: &mut F,
+    ) {
+        if text.starts_with('[') {
+            match sonic_rs::from_str::<Vec<LazyValue<'_>>>(text) {
+                Ok(items) => {
+                    for item in items {
+                        let raw = item.as_raw_cow();
+                        self.object_document(&raw, line, bare, false, out);
+                    }
+                }
+                Err(e) => out(Decoded::Skipped(json_error(&e, line, last, text))),
+            }
+        } else {
+            self.object_document(text, line, bare, last, out);
+        }
+    }
+
+    fn object_document<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        text: &str,
+        line: u64,
+        bare: InputFormat,
+        last: bool,
+        out: &mut F,
+    ) {
+        let document = match parse_object(text) {
+            Ok(document) => document,
+            Err(skip) => {
+                out(Decoded::Skipped(skip_at(skip, line, last, text)));
+                return;
+            }
+        };
+        let forced = self.options.format;
+        let accept = |found: InputFormat| forced.is_none_or(|f| f == found);
+        match document {
+            Document::Event(event) => {
+                if !accept(bare) {
+                    return out(Decoded::Skipped(wrong_format(line, forced, bare)));
+                }
+                self.emit(event, Origin { line, format: bare }, out);
+            }
+            Document::EventList(items) => {
+                if !accept(InputFormat::EventList) {
+                    return out(Decoded::Skipped(wrong_format(
+                        line,
+                        forced,
+                        InputFormat::EventList,
+                    )));
+                }
+                for (index, item) in items.iter().enumerate() {
+                    self.nested_event(
+                        &item.as_raw_cow(),
+                        line,
+                        InputFormat::EventList,
+                        out,
+                        || format!("EventList item {index}"),
+                    );
+                }
+            }
+            Document::AzureRecords(records) => {
+                if !accept(InputFormat::Azure) {
+                    return out(Decoded::Skipped(wrong_format(
+                        line,
+                        forced,
+                        InputFormat::Azure,
+                    )));
+                }
+                for (index, record) in records.iter().enumerate() {
+                    let raw = record.as_raw_cow();
+                    match parse_object(&raw) {
+                        Ok(Document::AzureRecord { category, log }) => {
+                            self.azure_record(category.as_deref(), &log, line, out)
+                        }
+                        Ok(_) => out(Decoded::Skipped(Skip {
+                            line,
+                            reason: SkipReason::InvalidEnvelope,
+                            message: format!("Azure record {index} has no `properties.log`"),
+                        })),
+                        Err(rejection) => out(Decoded::Skipped(Skip {
+                            line,
+                            reason: SkipReason::InvalidEnvelope,
+                            message: format!("Azure record {index}: {}", rejection.message),
+                        })),
+                    }
+                }
+            }
+            Document::AzureRecord { category, log } => {
+                if !accept(InputFormat::Azure) {
+                    return out(Decoded::Skipped(wrong_format(
+                        line,
+                        forced,
+                        InputFormat::Azure,
+                    )));
+                }
+                self.azure_record(category.as_deref(), &log, line, out);
+            }
+            Document::DockerLine { log, stream } => {
+                if !accept(InputFormat::Docker) {
+                    return out(Decoded::Skipped(wrong_format(
+                        line,
+                        forced,
+                        InputFormat::Docker,
+                    )));
+                }
+                if stream.as_deref() == Some("stderr") {
+                    return out(Decoded::Ignored {
+                        line,
+                        reason: IgnoreReason::ContainerOutput,
+                    });
+                }
+                match log.strip_suffix('\n') {
+                    Some(complete) => {
+                        self.container_piece(complete, true, line, InputFormat::Docker, out)
+                    }
+                    None => self.container_piece(&log, false, line, InputFormat::Docker, out),
+                }
+            }
+        }
+    }
+
+    fn azure_record<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        category: Option<&str>,
+        log: &LazyValue<'_>,
+        line: u64,
+        out: &mut F,
+    ) {
+        if category.is_some_and(|c| !c.starts_with("kube-audit")) {
+            return out(Decoded::Ignored {
+                line,
+                reason: IgnoreReason::AzureCategory,
+            });
+        }
+        let raw = log.as_raw_cow();
+        if raw.starts_with('"') {
+            match sonic_rs::from_str::<String>(&raw) {
+                Ok(text) => self.nested_event(text.trim(), line, InputFormat::Azure, out, || {
+                    "Azure record `properties.log`".to_owned()
+                }),
+                Err(e) => out(Decoded::Skipped(Skip {
+                    line,
+                    reason: SkipReason::InvalidEnvelope,
+                    message: format!("Azure record `properties.log`: {e}"),
+                })),
+            }
+        } else {
+            self.nested_event(&raw, line, InputFormat::Azure, out, || {
+                "Azure record `properties.log`".to_owned()
+            });
+        }
+    }
+
+    /// An event inside an envelope; anything else there is reported with `context`.
+    fn nested_event<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        text: &str,
+        line: u64,
+        format: InputFormat,
+        out: &mut F,
+        context: impl Fn() -> String,
+    ) {
+        match parse_object(text) {
+            Ok(Document::Event(event)) => self.emit(event, Origin { line, format }, out),
+            Ok(_) => out(Decoded::Skipped(Skip {
+                line,
+                reason: SkipReason::NotAnEvent,
+                message: format!(
+                    "{}: an envelope inside an envelope, not an event",
+                    context()
+                ),
+            })),
+            Err(skip) => {
+                let mut skip = skip_at(skip, line, false, text);
+                skip.message = format!("{}: {}", context(), skip.message);
+                out(Decoded::Skipped(skip));
+            }
+        }
+    }
+
+    fn emit<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        event: Box<AuditEvent<'_>>,
+        origin: Origin,
+        out: &mut F,
+    ) {
+        let size = event.raw.as_str().len();
+        if size > self.options.max_event_bytes {
+            out(Decoded::Skipped(too_large(
+                origin.line,
+                size,
+                self.options.max_event_bytes,
+                "event",
+            )));
+        } else {
+            out(Decoded::Event(event, origin));
+        }
+    }
+
+    fn cri_line<F: FnMut(Decoded<'_>)>(&mut self, cri: CriLine<'_>, line: u64, out: &mut F) {
+        if self.options.format.is_some_and(|f| f != InputFormat::Cri) {
+            return out(Decoded::Skipped(wrong_format(
+                line,
+                self.options.format,
+                InputFormat::Cri,
+            )));
+        }
+        if cri.stream == "stderr" {
+            return out(Decoded::Ignored {
+                line,
+                reason: IgnoreReason::ContainerOutput,
+            });
+        }
+        self.container_piece(cri.content, cri.complete, line, InputFormat::Cri, out);
+    }
+
+    /// A piece of a container log line: appended to the pending partial line, which is decoded
+    /// once its last piece arrives.
+    fn container_piece<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        content: &str,
+        complete: bool,
+        line: u64,
+        format: InputFormat,
+        out: &mut F,
+    ) {
+        let mut start_line = line;
+        let joined: Cow<'_, str> = match self.partial.take() {
+            Some(mut partial) if partial.format == format => {
+                partial.text.push_str(content);
+                if partial.text.len() > self.options.max_event_bytes {
+                    out(Decoded::Skipped(too_large(
+                        partial.line,
+                        partial.text.len(),
+                        self.options.max_event_bytes,
+                        "split container log line",
+                    )));
+                    return;
+                }
+                if !complete {
+                    self.partial = Some(partial);
+                    return;
+                }
+                start_line = partial.line;
+                Cow::Owned(partial.text)
+            }
+            _ if !complete => {
+                self.partial = Some(PartialLine {
+                    text: content.to_owned(),
+                    line,
+                    format,
+                });
+                return;
+            }
+            _ => Cow::Borrowed(content),
+        };
+        let text = joined.trim();
+        if !text.starts_with('{') {
+            return out(Decoded::Ignored {
+                line: start_line,
+                reason: IgnoreReason::ContainerOutput,
+            });
+        }
+        self.nested_event(text, start_line, format, out, || {
+            format!("{format} log line")
+        });
+    }
+}
+
+/// Parses one JSON object and classifies it.
+fn parse_object(text: &str) -> Result<Document<'_>, Rejection> {
+    match sonic_rs::from_str::<BoxedWireObject<'_>>(text) {
+        Ok(wire) => classify(wire.0, text),
+        Err(e) => Err(parse_failure(&e, text)),
+    }
+}
+
+/// Explains why `text` did not parse. Errors inside known fields carry the field's name, which
+/// hides whether the JSON itself was broken; on this (rare) path the text is checked again to
+/// tell broken JSON from a well-formed document with a field of the wrong type.
+fn parse_failure(e: &sonic_rs::Error, text: &str) -> Rejection {
+    if let Err(syntax) = sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
+        let reason = if syntax.is_eof() {
+            SkipReason::Truncated
+        } else {
+            SkipReason::InvalidJson
+        };
+        return Rejection {
+            reason,
+            message: clean_error(&syntax),
+        };
+    }
+    let reason = if !text.starts_with('{') || sonic_rs::get(text, ["auditID"]).is_err() {
+        // A type error in something without an auditID is some other JSON document.
+        SkipReason::NotAnEvent
+    } else {
+        SkipReason::InvalidEvent
+    };
+    Rejection {
+        reason,
+        message: clean_error(e),
+    }
+}
+
+/// sonic-rs appends the input around the error position; keep the first line only.
+fn clean_error(e: &sonic_rs::Error) -> String {
+    let message = e.to_string();
+    message.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+/// Places a rejection at `line`. An early end of JSON is only a truncation when it is the final,
+/// unterminated line of the input; inside a complete line it is plain invalid JSON.
+fn skip_at(rejection: Rejection, line: u64, last: bool, text: &str) -> Skip {
+    let reason = match rejection.reason {
+        SkipReason::Truncated if !last => SkipReason::InvalidJson,
+        other => other,
+    };
+    let message = match reason {
+        SkipReason::Truncated => format!("the input ends inside this JSON ({} bytes)", text.len()),
+        _ => rejection.message,
+    };
+    Skip {
+        line,
+        reason,
+        message,
+    }
+}
+
+fn json_error(e: &sonic_rs::Error, line: u64, last: bool, text: &str) -> Skip {
+    skip_at(parse_failure(e, text), line, last, text)
+}
+
+fn too_large(line: u64, size: usize, max: usize, what: &str) -> Skip {
+    Skip {
+        line,
+        reason: SkipReason::TooLarge,
+        message: format!("{what} of {size} bytes is above the limit of {max} bytes"),
+    }
+}
+
+/// A line or value found too large while it is still arriving: its full size is not known.
+fn too_long(line: u64, max: usize, what: &str) -> Skip {
+    Skip {
+        line,
+        reason: SkipReason::TooLarge,
+        message: format!("{what} longer than the limit of {max} bytes"),
+    }
+}
+
+fn wrong_format(line: u64, forced: Option<InputFormat>, found: InputFormat) -> Skip {
+    let forced = forced.map_or("auto", InputFormat::as_str);
+    Skip {
+        line,
+        reason: SkipReason::NotAnEvent,
+        message: format!("found {found} input, but the format was forced to {forced}"),
+    }
+}
+
+fn preview(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+fn count_newlines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+/// Chooses the framing from the start of the input; None until enough has arrived.
+///
+/// A first line holding one complete JSON value means JSON lines. A first line that opens a value
+/// without closing it means pretty-printed JSON, unless the next line starts a new object too:
+/// then it is JSON lines whose first line is broken, and line framing keeps the rest.
+fn detect_framing(bytes: &[u8], eof: bool, max: usize) -> Option<Framing> {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(start) = start else {
+        return eof.then_some(Framing::Lines);
+    };
+    match bytes[start] {
+        b'[' => return Some(Framing::Stream),
+        b'{' => {}
+        _ => return Some(Framing::Lines),
+    }
+    let rest = &bytes[start..];
+    let Some(first_len) = memchr(b'\n', rest) else {
+        return (eof || rest.len() > max).then_some(Framing::Lines);
+    };
+    let first = &rest[..first_len];
+    let mut scanner = ValueScanner::default();
+    if let Some(end) = scanner.scan(first) {
+        return Some(if first[end..].trim_ascii().is_empty() {
+            Framing::Lines
+        } else {
+            Framing::Stream
+        });
+    }
+    let after = &rest[first_len + 1..];
+    match after.iter().position(|b| !b.is_ascii_whitespace()) {
+        Some(next) => {
+            let next_line_start = after[..next]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            Some(if next == next_line_start && after[next] == b'{' {
+                Framing::Lines
+            } else {
+                Framing::Stream
+            })
+        }
+        None if eof => Some(Framing::Stream),
+        None => (rest.len() > max).then_some(Framing::Stream),
+    }
+}
+
+/// Finds where a JSON value ends, across calls, without parsing it: brackets and braces are
+/// counted outside strings.
+#[derive(Debug, Default, Clone)]
+struct ValueScanner {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ValueScanner {
+    /// Scans `bytes` (the continuation of the value); the index just past its end, if there.
+    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// A CRI container-runtime log line: `<RFC 3339 time> <stream> <tags> <content>`, where the
+/// first tag is `P` (partial) or `F` (full).
+struct CriLine<'a> {
+    stream: &'a str,
+    complete: bool,
+    content: &'a str,
+}
+
+impl<'a> CriLine<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let (time, rest) = line.split_once(' ')?;
+        if !time.as_bytes().first()?.is_ascii_digit() || !time.contains('T') {
+            return None;
+        }
+        let (stream, rest) = rest.split_once(' ')?;
+        if stream != "stdout" && stream != "stderr" {
+            return None;
+        }
+        let (tags, content) = rest.split_once(' ').unwrap_or((rest, ""));
+        let complete = match tags.split(':').next()? {
+            "F" => true,
+            "P" => false,
+            _ => return None,
+        };
+        Some(CriLine {
+            stream,
+            complete,
+            content,
+        })
+    }
+}

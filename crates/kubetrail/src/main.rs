@@ -1,0 +1,45 @@
+//! The `kubetrail` binary: command-line parsing and wiring of the library crates.
+//!
+//! Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was
+//! skipped (see `output.rs`).
+
+mod cat;
+mod input;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kubetrail collects, keeps, searches, analyzes and alerts on Kubernetes API-server audit logs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubetrail",
+    version,
+    about,
+    after_help = "Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was skipped (reported on stderr)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the events of audit logs, normalized to audit.k8s.io/v1, one per line.
+    Cat(cat::CatArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Cat(args) => cat::run(args),
+    };
+    match result {
+        Ok(outcome) => outcome.exit_code(),
+        Err(error) => {
+            eprintln!("kubetrail: {error:#}");
+            ExitCode::from(output::EXIT_FATAL)
+        }
+    }
+}
