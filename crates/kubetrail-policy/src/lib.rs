@@ -1,0 +1,16 @@
+//! Kubernetes audit policies, evaluated exactly as kube-apiserver evaluates them: loading with the
+//! API server's strict-then-lenient decoding and validation messages (with the line of every
+//! problem), the request attributes the policy checker sees, first-match evaluation, and the tools
+//! built on them: lint, simulate, recommended policies.
+//!
+//! Pure: no IO. The conformance tests run every case of the upstream checker tests
+//! (`tests/data/policy-vectors`).
+
+mod attributes;
+mod eval;
+mod load;
+mod yaml;
+
+pub use attributes::{RequestAttributes, User, parse_path};
+pub use eval::{Evaluation, Evaluator, StageSet, rule_matches};
+pub use load::{Diagnostic, GroupResources, LoadError, Loaded, Policy, PolicyRule, Severity, load};
