@@ -8,9 +8,15 @@
 
 mod attributes;
 mod eval;
+mod lint;
 mod load;
+mod recommend;
+mod simulate;
 mod yaml;
 
 pub use attributes::{RequestAttributes, User, parse_path};
 pub use eval::{Evaluation, Evaluator, StageSet, rule_matches};
+pub use lint::{Finding, LintSeverity, lint};
 pub use load::{Diagnostic, GroupResources, LoadError, Loaded, Policy, PolicyRule, Severity, load};
+pub use recommend::Profile;
+pub use simulate::{RuleVolume, Simulation, Simulator, Volume};

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use kubetrail_policy::{Evaluator, RequestAttributes, User, load};
 use serde_json::Value;
 
+mod lint;
+mod simulate;
+
 fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/data")
