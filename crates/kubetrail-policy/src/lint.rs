@@ -58,9 +58,6 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(line) = self.line {
-            write!(f, "line {line}: ")?;
-        }
         write!(f, "{} [{}]", self.severity.as_str(), self.code)?;
         if let Some(rule) = self.rule {
             write!(f, " rules[{rule}]")?;

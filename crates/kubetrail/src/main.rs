@@ -1,11 +1,12 @@
 //! The `kubetrail` binary: command-line parsing and wiring of the library crates.
 //!
 //! Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was
-//! skipped (see `output.rs`).
+//! skipped; 4 a check found errors (see `output.rs`).
 
 mod cat;
 mod input;
 mod output;
+mod policy;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
     name = "kubetrail",
     version,
     about,
-    after_help = "Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was skipped (reported on stderr)."
+    after_help = "Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was skipped (reported on stderr); 4 a check (policy lint) found errors."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,12 +29,18 @@ struct Cli {
 enum Command {
     /// Print the events of audit logs, normalized to audit.k8s.io/v1, one per line.
     Cat(cat::CatArgs),
+    /// Check, evaluate, lint and simulate audit policies as kube-apiserver evaluates them.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Cat(args) => cat::run(args),
+        Command::Policy { command } => policy::run(command),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),

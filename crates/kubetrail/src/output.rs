@@ -3,7 +3,8 @@
 //! Exit status (documented in the README and `kubetrail --help`):
 //! 0 everything was read; 1 a fatal error (an input could not be opened or read, bad
 //! arguments to a command); 2 a usage error; 3 the command completed but skipped bad input
-//! (every good event around it was still processed; the messages on stderr say where).
+//! (every good event around it was still processed; the messages on stderr say where); 4
+//! `policy lint` found error-level findings.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ pub enum Outcome {
     Clean,
     /// Some input was skipped or could not be read; the rest was processed.
     Skipped,
+    /// A check ran and found errors (`policy lint`).
+    Findings,
 }
 
 impl Outcome {
@@ -24,6 +27,7 @@ impl Outcome {
         match self {
             Outcome::Clean => ExitCode::SUCCESS,
             Outcome::Skipped => ExitCode::from(EXIT_SKIPPED),
+            Outcome::Findings => ExitCode::from(EXIT_FINDINGS),
         }
     }
 }
@@ -32,6 +36,8 @@ impl Outcome {
 pub const EXIT_FATAL: u8 = 1;
 /// Exit status when bad input was skipped.
 pub const EXIT_SKIPPED: u8 = 3;
+/// Exit status when a check found errors.
+pub const EXIT_FINDINGS: u8 = 4;
 
 /// Buffered standard output that treats a closed pipe (`kubetrail cat | head`) as the reader
 /// having seen enough, not as an error.
@@ -95,6 +101,15 @@ impl Diagnostics {
                 "kubetrail: {input}:{}: {}: {}",
                 skip.line, skip.reason, skip.message
             );
+        }
+    }
+
+    /// A bad piece of `input` at `line`, described by `message`.
+    pub fn problem(&mut self, input: &str, line: u64, message: &str) {
+        self.total += 1;
+        if self.limit == 0 || self.reported < self.limit {
+            self.reported += 1;
+            eprintln!("kubetrail: {input}:{line}: {message}");
         }
     }
 
