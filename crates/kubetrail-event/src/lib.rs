@@ -28,6 +28,7 @@ mod derived;
 mod error;
 mod model;
 mod normalize;
+mod redact;
 mod ser;
 mod time;
 mod wire;
@@ -40,5 +41,6 @@ pub use model::{
     AuditEvent, AuthenticationMetadata, Level, ObjectReference, RawJson, ResponseStatus, Stage,
     Str, UserInfo,
 };
+pub use redact::{REDACTED, REDACTED_ANNOTATION, RedactionConfig, RedactionConfigError, Redactor};
 pub use ser::{JsonOptions, write_event_json};
 pub use time::Timestamp;

@@ -8,7 +8,8 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kubetrail_event::{
-    AuditEvent, DecodeOptions, Decoded, InputFormat, JsonOptions, write_event_json,
+    AuditEvent, DecodeOptions, Decoded, InputFormat, JsonOptions, RedactionConfig, Redactor,
+    write_event_json,
 };
 use serde::Serialize;
 
@@ -31,6 +32,38 @@ pub struct CatArgs {
     pub derived: bool,
     #[command(flatten)]
     pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub redact: RedactArgs,
+}
+
+/// Redaction of credentials, on by default wherever events leave kubetrail.
+#[derive(Debug, Args)]
+pub struct RedactArgs {
+    /// Print events as they are, credentials included (redaction is on by default: Secret
+    /// values, TokenReview/TokenRequest tokens, bearer tokens, JWTs, private keys, …).
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Also redact the value at this path (repeatable): `requestObject.spec.password`,
+    /// `responseObject.items.*.data`, `annotations.example.com/token`; `*` is any key.
+    #[arg(long, value_name = "PATH")]
+    pub redact_path: Vec<String>,
+    /// Also redact matches of this regular expression in every string (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub redact_pattern: Vec<String>,
+}
+
+impl RedactArgs {
+    /// The redactor to apply, or None with `--no-redact`.
+    pub fn redactor(&self) -> Result<Option<Redactor>> {
+        if self.no_redact {
+            return Ok(None);
+        }
+        let config = RedactionConfig {
+            paths: self.redact_path.clone(),
+            patterns: self.redact_pattern.clone(),
+        };
+        Ok(Some(Redactor::new(&config)?))
+    }
 }
 
 /// How to read inputs; shared by every command that reads audit logs.
@@ -101,6 +134,8 @@ pub enum CatOutput {
 struct Stats {
     events: u64,
     bytes: u64,
+    /// Events in which credentials were redacted.
+    redacted: u64,
     skipped: BTreeMap<&'static str, u64>,
     ignored: BTreeMap<&'static str, u64>,
     #[serde(rename = "apiVersions")]
@@ -138,6 +173,7 @@ pub fn run(args: &CatArgs) -> Result<Outcome> {
         buf: Vec::with_capacity(OUTPUT_CHUNK * 2),
         write_error: None,
         progress: progress_bar(&inputs),
+        redactor: args.redact.redactor()?,
     };
     if args.output == CatOutput::Table && !args.stats {
         run.sink.write(table::HEADER.as_bytes())?;
@@ -179,13 +215,19 @@ struct CatRun<'a> {
     buf: Vec<u8>,
     write_error: Option<anyhow::Error>,
     progress: Option<ProgressBar>,
+    redactor: Option<Redactor>,
 }
 
 impl DecodeHandler for CatRun<'_> {
     fn decoded(&mut self, decoded: Decoded<'_>) {
         match decoded {
-            Decoded::Event(event, origin) => {
+            Decoded::Event(mut event, origin) => {
                 self.stats.count_event(&event, origin.format);
+                if let Some(redactor) = &self.redactor
+                    && redactor.redact(&mut event) > 0
+                {
+                    self.stats.redacted += 1;
+                }
                 if self.args.stats || self.write_error.is_some() {
                     return;
                 }

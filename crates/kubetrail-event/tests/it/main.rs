@@ -9,6 +9,7 @@ use kubetrail_event::{
 };
 
 mod derived;
+mod redact;
 
 /// Everything decoding an input produced.
 #[derive(Debug, Default)]

@@ -29,9 +29,28 @@ fn stats_of_the_real_fixtures() {
 #[test]
 fn json_output_is_one_normalized_event_per_line_and_byte_identical_for_v1_logs() {
     let log = data("fixtures/real-apiserver-v1.36/audit.log");
-    let output = run(&["cat", log.to_str().unwrap()], b"");
+    let output = run(&["cat", "--no-redact", log.to_str().unwrap()], b"");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), std::fs::read_to_string(&log).unwrap());
+}
+
+#[test]
+fn credentials_are_redacted_by_default() {
+    let log = data("generated/secret-leak.log");
+    let forbidden = [
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6IkxFQUtFRC1UT0tFTi1ETy1OT1QtU1RPUkUifQ.c2VjcmV0",
+        "cGFzc3dvcmQtZG8tbm90LXN0b3Jl",
+    ];
+    for args in [&["cat"][..], &["cat", "--derived"], &["cat", "-o", "table"]] {
+        let mut args = args.to_vec();
+        args.push(log.to_str().unwrap());
+        let out = stdout(&run(&args, b""));
+        assert!(forbidden.iter().all(|f| !out.contains(f)), "{args:?}");
+    }
+    let out = stdout(&run(&["cat", "--no-redact", log.to_str().unwrap()], b""));
+    assert!(forbidden.iter().all(|f| out.contains(f)));
+    let s = stats(&["cat", "--stats", log.to_str().unwrap()]);
+    assert_eq!(s["redacted"], 2);
 }
 
 #[test]
