@@ -288,6 +288,17 @@ impl<'a> AuditEvent<'a> {
         self.request_received_timestamp.or(self.stage_timestamp)
     }
 
+    /// Replaces the original text with the event as it now is, after a transform changed it
+    /// (redaction, policy filtering): the old text must not survive the change.
+    pub fn rebuild_raw(&mut self) {
+        let mut raw = Vec::with_capacity(self.raw.as_str().len());
+        crate::ser::write_event_json(self, crate::ser::JsonOptions::default(), &mut raw);
+        raw.pop();
+        self.raw = RawJson(Cow::Owned(
+            String::from_utf8(raw).expect("the JSON writer emits UTF-8"),
+        ));
+    }
+
     /// Detaches the event from the buffer it was parsed from.
     pub fn into_owned(self) -> AuditEvent<'static> {
         AuditEvent {

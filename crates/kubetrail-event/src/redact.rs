@@ -21,7 +21,6 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::model::{AuditEvent, RawJson};
-use crate::ser::{JsonOptions, write_event_json};
 
 /// What replaces a redacted value.
 pub const REDACTED: &str = "<redacted>";
@@ -265,12 +264,7 @@ impl Redactor {
                 Cow::Borrowed(REDACTED_ANNOTATION),
                 Cow::Owned(format!("{count} values")),
             ));
-            let mut raw = Vec::with_capacity(event.raw.as_str().len());
-            write_event_json(event, JsonOptions::default(), &mut raw);
-            raw.pop();
-            event.raw = RawJson(Cow::Owned(
-                String::from_utf8(raw).expect("the writer emits UTF-8"),
-            ));
+            event.rebuild_raw();
         }
         count
     }

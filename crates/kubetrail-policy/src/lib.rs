@@ -6,6 +6,7 @@
 //! Pure: no IO. The conformance tests run every case of the upstream checker tests
 //! (`tests/data/policy-vectors`).
 
+mod apply;
 mod attributes;
 mod eval;
 mod lint;
@@ -14,6 +15,7 @@ mod recommend;
 mod simulate;
 mod yaml;
 
+pub use apply::{Applied, apply_policy};
 pub use attributes::{RequestAttributes, User, parse_path};
 pub use eval::{Evaluation, Evaluator, StageSet, rule_matches};
 pub use lint::{Finding, LintSeverity, lint};

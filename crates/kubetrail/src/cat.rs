@@ -11,6 +11,7 @@ use kubetrail_event::{
     AuditEvent, DecodeOptions, Decoded, InputFormat, JsonOptions, RedactionConfig, Redactor,
     write_event_json,
 };
+use kubetrail_policy::{Applied, Evaluator, apply_policy};
 use serde::Serialize;
 
 use crate::input::{DecodeHandler, Input, decode_input};
@@ -34,6 +35,10 @@ pub struct CatArgs {
     pub decode: DecodeArgs,
     #[command(flatten)]
     pub redact: RedactArgs,
+    /// Filter events through this audit policy, as if the API server had used it: drop what it
+    /// does not log, strip bodies above its levels, drop omitted stages, omit managedFields.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// Redaction of credentials, on by default wherever events leave kubetrail.
@@ -136,6 +141,9 @@ struct Stats {
     bytes: u64,
     /// Events in which credentials were redacted.
     redacted: u64,
+    /// Events `--policy` dropped, by reason.
+    #[serde(rename = "droppedByPolicy", skip_serializing_if = "BTreeMap::is_empty")]
+    dropped_by_policy: BTreeMap<&'static str, u64>,
     skipped: BTreeMap<&'static str, u64>,
     ignored: BTreeMap<&'static str, u64>,
     #[serde(rename = "apiVersions")]
@@ -174,6 +182,10 @@ pub fn run(args: &CatArgs) -> Result<Outcome> {
         write_error: None,
         progress: progress_bar(&inputs),
         redactor: args.redact.redactor()?,
+        policy: match &args.policy {
+            Some(path) => Some(Evaluator::new(&crate::policy::load_file(path)?.policy)),
+            None => None,
+        },
     };
     if args.output == CatOutput::Table && !args.stats {
         run.sink.write(table::HEADER.as_bytes())?;
@@ -216,6 +228,7 @@ struct CatRun<'a> {
     write_error: Option<anyhow::Error>,
     progress: Option<ProgressBar>,
     redactor: Option<Redactor>,
+    policy: Option<Evaluator>,
 }
 
 impl DecodeHandler for CatRun<'_> {
@@ -223,6 +236,17 @@ impl DecodeHandler for CatRun<'_> {
         match decoded {
             Decoded::Event(mut event, origin) => {
                 self.stats.count_event(&event, origin.format);
+                if let Some(policy) = &self.policy {
+                    let reason = match apply_policy(policy, &mut event) {
+                        Applied::Kept => None,
+                        Applied::DroppedByLevel => Some("level-none"),
+                        Applied::DroppedByStage => Some("omitted-stage"),
+                    };
+                    if let Some(reason) = reason {
+                        *self.stats.dropped_by_policy.entry(reason).or_default() += 1;
+                        return;
+                    }
+                }
                 if let Some(redactor) = &self.redactor
                     && redactor.redact(&mut event) > 0
                 {

@@ -119,7 +119,7 @@ pub fn run(command: &PolicyCommand) -> Result<Outcome> {
 
 /// Loads a policy file, printing its problems as `FILE:LINE: severity: message`; fails when
 /// kube-apiserver would refuse it.
-fn load_file(path: &Path) -> Result<Loaded> {
+pub fn load_file(path: &Path) -> Result<Loaded> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read policy file {}", path.display()))?;
     let print = |d: &kubetrail_policy::Diagnostic| {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use kubetrail_policy::{Evaluator, RequestAttributes, User, load};
 use serde_json::Value;
 
+mod apply;
 mod lint;
 mod simulate;
 

@@ -11,7 +11,7 @@ fn is_lease(e: &AuditEvent<'_>) -> bool {
         .is_some_and(|r| r.resource == "leases")
 }
 
-fn real_events() -> Vec<AuditEvent<'static>> {
+pub fn real_events() -> Vec<AuditEvent<'static>> {
     let bytes = std::fs::read(data("fixtures/real-apiserver-v1.36/audit.log")).unwrap();
     let mut events = Vec::new();
     let mut decoder = Decoder::new(DecodeOptions::default());
