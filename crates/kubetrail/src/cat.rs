@@ -12,6 +12,7 @@ use kubetrail_event::{
     write_event_json,
 };
 use kubetrail_policy::{Applied, Evaluator, apply_policy};
+use kubetrail_query::Matcher;
 use serde::Serialize;
 
 use crate::input::{DecodeHandler, Input, decode_input};
@@ -39,6 +40,10 @@ pub struct CatArgs {
     /// does not log, strip bodies above its levels, drop omitted stages, omit managedFields.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Drop events matching this search (repeatable), e.g.
+    /// `--exclude 'user:system:kube-scheduler verb:update resource:leases'`.
+    #[arg(long, value_name = "QUERY")]
+    pub exclude: Vec<String>,
 }
 
 /// Redaction of credentials, on by default wherever events leave kubetrail.
@@ -144,6 +149,9 @@ struct Stats {
     /// Events `--policy` dropped, by reason.
     #[serde(rename = "droppedByPolicy", skip_serializing_if = "BTreeMap::is_empty")]
     dropped_by_policy: BTreeMap<&'static str, u64>,
+    /// Events `--exclude` dropped.
+    #[serde(skip_serializing_if = "is_zero")]
+    excluded: u64,
     skipped: BTreeMap<&'static str, u64>,
     ignored: BTreeMap<&'static str, u64>,
     #[serde(rename = "apiVersions")]
@@ -182,6 +190,14 @@ pub fn run(args: &CatArgs) -> Result<Outcome> {
         write_error: None,
         progress: progress_bar(&inputs),
         redactor: args.redact.redactor()?,
+        exclude: args
+            .exclude
+            .iter()
+            .map(|q| {
+                Matcher::parse(q)
+                    .map_err(|e| anyhow::anyhow!("--exclude has a mistake:\n{}", e.render(q)))
+            })
+            .collect::<Result<_>>()?,
         policy: match &args.policy {
             Some(path) => Some(Evaluator::new(&crate::policy::load_file(path)?.policy)),
             None => None,
@@ -214,6 +230,10 @@ pub fn run(args: &CatArgs) -> Result<Outcome> {
     Ok(run.diagnostics.finish())
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Output is handed to stdout in pieces of about this size.
 const OUTPUT_CHUNK: usize = 1 << 16;
 
@@ -229,6 +249,7 @@ struct CatRun<'a> {
     progress: Option<ProgressBar>,
     redactor: Option<Redactor>,
     policy: Option<Evaluator>,
+    exclude: Vec<Matcher>,
 }
 
 impl DecodeHandler for CatRun<'_> {
@@ -236,6 +257,10 @@ impl DecodeHandler for CatRun<'_> {
         match decoded {
             Decoded::Event(mut event, origin) => {
                 self.stats.count_event(&event, origin.format);
+                if self.exclude.iter().any(|m| m.matches(&event, "")) {
+                    self.stats.excluded += 1;
+                    return;
+                }
                 if let Some(policy) = &self.policy {
                     let reason = match apply_policy(policy, &mut event) {
                         Applied::Kept => None,

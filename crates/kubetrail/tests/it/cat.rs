@@ -180,3 +180,41 @@ fn a_closed_pipe_ends_quietly() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).is_empty(), "{}", stderr(&output));
 }
+
+#[test]
+fn exclusion_filters_and_policies_drop_events() {
+    let log = data("fixtures/real-apiserver-v1.36/audit.log");
+    let s = stats(&[
+        "cat",
+        "--stats",
+        "--exclude",
+        "resource:leases",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(s["excluded"], 693);
+    let bad = run(&["cat", "--exclude", "verb:", log.to_str().unwrap()], b"");
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        stderr(&bad),
+        "kubetrail: --exclude has a mistake:\nverb:\n     ^ expected a value after `verb:`, found the end of the query\n"
+    );
+    let dir = TempDir::new("cat-policy");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  users: [system:apiserver]\n- level: Metadata\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "cat",
+            "--policy",
+            policy.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2823 - 722);
+    assert!(!text.contains("\"requestObject\"") && !text.contains("\"responseObject\""));
+}

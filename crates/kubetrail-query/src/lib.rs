@@ -1,0 +1,25 @@
+//! kubetrail's query language, the one language of the CLI, the HTTP API, the web UI, monitors
+//! and detections (`docs/query-language.md`):
+//!
+//! ```text
+//! verb:(create OR update OR patch OR delete) -user:system:* code>=400 | stats count() by user
+//! ```
+//!
+//! Queries are parsed into an AST ([`parse`]), then either compiled to SQL for a store through
+//! a dialect ([`compile`]; values always travel as parameters, never inside the SQL text) or
+//! evaluated on one event in memory ([`Matcher`]; exclusion filters, detections).
+//! Pure: no IO.
+
+mod ast;
+mod error;
+mod fields;
+mod lexer;
+mod matcher;
+mod parser;
+
+pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
+pub use error::QueryError;
+pub use fields::{FIELDS, Field, FieldDef, FieldKind, JsonColumn, parse_duration_micros};
+pub use lexer::CompareOp;
+pub use matcher::Matcher;
+pub use parser::parse;

@@ -1,0 +1,293 @@
+//! Evaluating a search on one event in memory, for what must decide before an event is stored:
+//! exclusion filters (`user:system:kube-scheduler verb:update resource:leases`), and later
+//! detections and monitors. The field values are read the same way the store fills its columns,
+//! so a filter means the same here as in a stored query.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use kubetrail_event::AuditEvent;
+use serde_json::Value;
+
+use crate::ast::{Expr, Literal, Pattern, Query};
+use crate::error::QueryError;
+use crate::fields::{Field, JsonColumn};
+use crate::lexer::CompareOp;
+
+/// A compiled search for matching events one by one.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    expr: Option<Expr>,
+}
+
+impl Matcher {
+    /// A matcher for the search part of `query`; a query with commands (`| stats …`) is not a
+    /// filter and is refused.
+    pub fn new(query: &Query) -> Result<Matcher, QueryError> {
+        if !query.pipes.is_empty() {
+            return Err(QueryError::at(
+                0,
+                "a filter is a search only: remove the `| …` commands",
+            ));
+        }
+        Ok(Matcher {
+            expr: query.filter.clone(),
+        })
+    }
+
+    /// Parses and compiles a filter.
+    pub fn parse(text: &str) -> Result<Matcher, QueryError> {
+        Matcher::new(&crate::parser::parse(text)?)
+    }
+
+    /// Whether `event` (received from `cluster`) matches.
+    pub fn matches(&self, event: &AuditEvent<'_>, cluster: &str) -> bool {
+        let context = Context {
+            event,
+            cluster,
+            request: Default::default(),
+            response: Default::default(),
+        };
+        self.expr.as_ref().is_none_or(|e| context.eval(e))
+    }
+}
+
+struct Context<'e, 'a> {
+    event: &'e AuditEvent<'a>,
+    cluster: &'e str,
+    request: std::cell::OnceCell<Option<Value>>,
+    response: std::cell::OnceCell<Option<Value>>,
+}
+
+/// A value of a field, as compared and matched.
+enum FieldValue<'v> {
+    Text(Vec<Cow<'v, str>>),
+    Int(Option<i64>),
+    Bool(bool),
+}
+
+impl Context<'_, '_> {
+    fn eval(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::And(all) => all.iter().all(|e| self.eval(e)),
+            Expr::Or(any) => any.iter().any(|e| self.eval(e)),
+            Expr::Not(inner) => !self.eval(inner),
+            Expr::Text(text) => contains_ignore_ascii_case(self.event.raw.as_str(), text),
+            Expr::Exists(field) => match self.value(field) {
+                FieldValue::Text(values) => values.iter().any(|v| !v.is_empty()),
+                FieldValue::Int(v) => v.is_some(),
+                FieldValue::Bool(_) => true,
+            },
+            Expr::Match { field, pattern } => match self.value(field) {
+                FieldValue::Text(values) => values.iter().any(|v| match pattern {
+                    Pattern::Exact(p) => v == p,
+                    Pattern::Wildcard(p) => wildcard_match(p, v),
+                }),
+                FieldValue::Int(_) | FieldValue::Bool(_) => false,
+            },
+            Expr::Compare { field, op, value } => {
+                let ordering = match (self.value(field), value) {
+                    (
+                        FieldValue::Int(Some(v)),
+                        Literal::Int(x) | Literal::Duration(x) | Literal::Time(x),
+                    ) => Some(v.cmp(x)),
+                    (FieldValue::Bool(v), Literal::Bool(x)) => Some(v.cmp(x)),
+                    (FieldValue::Text(values), Literal::Text(x)) => {
+                        // Any element satisfying the comparison is a match, as for lists in SQL.
+                        return values
+                            .iter()
+                            .any(|v| compare(v.as_ref().cmp(x.as_str()), *op));
+                    }
+                    _ => None,
+                };
+                ordering.is_some_and(|o| compare(o, *op))
+            }
+        }
+    }
+
+    fn value(&self, field: &Field) -> FieldValue<'_> {
+        let e = self.event;
+        let d = &e.derived;
+        let text = |s: &str| FieldValue::Text(vec![Cow::Owned(s.to_owned())]);
+        let object = |f: fn(&kubetrail_event::ObjectReference<'_>) -> String| {
+            FieldValue::Text(vec![Cow::Owned(
+                e.object_ref.as_ref().map(f).unwrap_or_default(),
+            )])
+        };
+        match field {
+            Field::Json { column, path } => self.json_values(*column, path),
+            Field::Column(def) => match def.column {
+                "time" => FieldValue::Int(e.time().map(|t| t.as_micros())),
+                "stage_time" => FieldValue::Int(e.stage_timestamp.map(|t| t.as_micros())),
+                "audit_id" => text(&e.audit_id),
+                "stage" => text(e.stage.as_str()),
+                "level" => text(e.level.as_str()),
+                "verb" => text(&e.verb),
+                "user" => text(&e.user.username),
+                "user_uid" => text(&e.user.uid),
+                "user_groups" => FieldValue::Text(
+                    e.user
+                        .groups
+                        .iter()
+                        .map(|g| Cow::Borrowed(g.as_ref()))
+                        .collect(),
+                ),
+                "user_kind" => text(d.user_kind.as_str()),
+                "impersonated_user" => text(
+                    e.impersonated_user
+                        .as_ref()
+                        .map_or("", |u| u.username.as_ref()),
+                ),
+                "effective_user" => text(&d.effective_user),
+                "service_account" => text(
+                    &d.service_account
+                        .as_ref()
+                        .map(|(ns, name)| format!("{ns}:{name}"))
+                        .unwrap_or_default(),
+                ),
+                "source_ips" => FieldValue::Text(
+                    e.source_ips
+                        .iter()
+                        .map(|g| Cow::Borrowed(g.as_ref()))
+                        .collect(),
+                ),
+                "user_agent" => text(e.user_agent.as_deref().unwrap_or("")),
+                "client" => text(&d.client.to_string()),
+                "api_group" => object(|r| r.api_group.to_string()),
+                "api_version" => object(|r| r.api_version.to_string()),
+                "resource" => object(|r| r.resource.to_string()),
+                "subresource" => object(|r| r.subresource.to_string()),
+                "resource_key" => text(d.resource_key.as_deref().unwrap_or("")),
+                "namespace" => object(|r| r.namespace.to_string()),
+                "name" => object(|r| r.name.to_string()),
+                "object_uid" => object(|r| r.uid.to_string()),
+                "request_uri" => text(&e.request_uri),
+                "path" => text(&d.path),
+                "code" => FieldValue::Int(e.code().map(i64::from)),
+                "status_reason" => {
+                    text(e.response_status.as_ref().map_or("", |s| s.reason.as_ref()))
+                }
+                "status_message" => text(
+                    e.response_status
+                        .as_ref()
+                        .map_or("", |s| s.message.as_ref()),
+                ),
+                "decision" => text(d.decision.as_deref().unwrap_or("")),
+                "authz_reason" => text(d.authorization_reason.as_deref().unwrap_or("")),
+                "latency_us" => FieldValue::Int(d.latency_micros),
+                "mutating" => FieldValue::Bool(d.mutating),
+                "cluster" => text(self.cluster),
+                other => unreachable!("field catalog column {other} has no event value"),
+            },
+        }
+    }
+
+    fn json_values(&self, column: JsonColumn, path: &[String]) -> FieldValue<'_> {
+        let body = match column {
+            JsonColumn::Annotations => {
+                let key = path.first().map(String::as_str).unwrap_or_default();
+                return FieldValue::Text(
+                    self.event
+                        .annotation(key)
+                        .map(|v| vec![Cow::Owned(v.to_owned())])
+                        .unwrap_or_default(),
+                );
+            }
+            JsonColumn::RequestObject => self.request.get_or_init(|| {
+                self.event
+                    .request_object
+                    .as_ref()
+                    .and_then(|b| serde_json::from_str(b.as_str()).ok())
+            }),
+            JsonColumn::ResponseObject => self.response.get_or_init(|| {
+                self.event
+                    .response_object
+                    .as_ref()
+                    .and_then(|b| serde_json::from_str(b.as_str()).ok())
+            }),
+        };
+        let mut found = Vec::new();
+        if let Some(body) = body {
+            collect_path(body, path, &mut found);
+        }
+        FieldValue::Text(found)
+    }
+}
+
+/// The values at `path`, searching every element of arrays on the way
+/// (`spec.containers.securityContext.privileged` looks in each container).
+pub(crate) fn collect_path<'v>(value: &'v Value, path: &[String], out: &mut Vec<Cow<'v, str>>) {
+    match (value, path.split_first()) {
+        (Value::Array(items), _) => items.iter().for_each(|item| collect_path(item, path, out)),
+        (Value::Object(map), Some((key, rest))) => {
+            if let Some(child) = map.get(key) {
+                collect_path(child, rest, out);
+            }
+        }
+        (Value::String(s), None) => out.push(Cow::Borrowed(s)),
+        (Value::Null, None) => {}
+        (other, None) => out.push(Cow::Owned(other.to_string())),
+        _ => {}
+    }
+}
+
+fn compare(ordering: Ordering, op: CompareOp) -> bool {
+    match op {
+        CompareOp::Eq => ordering == Ordering::Equal,
+        CompareOp::Ne => ordering != Ordering::Equal,
+        CompareOp::Lt => ordering == Ordering::Less,
+        CompareOp::Le => ordering != Ordering::Greater,
+        CompareOp::Gt => ordering == Ordering::Greater,
+        CompareOp::Ge => ordering != Ordering::Less,
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let needle = needle.to_ascii_lowercase();
+    haystack.to_ascii_lowercase().contains(&needle)
+}
+
+/// Glob matching where `*` is any run of characters (case-sensitive, like the field values).
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_match;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match(
+            "system:serviceaccount:kube-system:*",
+            "system:serviceaccount:kube-system:job-controller"
+        ));
+        assert!(!wildcard_match(
+            "system:serviceaccount:kube-system:*",
+            "system:serviceaccount:ci:deployer"
+        ));
+        assert!(wildcard_match(
+            "*controller*",
+            "system:kube-controller-manager"
+        ));
+        assert!(wildcard_match("a*b*c", "abc"));
+        assert!(!wildcard_match("a*b*c", "acb"));
+        assert!(wildcard_match("*", ""));
+        assert!(!wildcard_match("ab*ba", "aba"));
+    }
+}
