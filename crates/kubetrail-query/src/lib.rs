@@ -16,6 +16,7 @@ mod fields;
 mod lexer;
 mod matcher;
 mod parser;
+mod sql;
 
 pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
 pub use error::QueryError;
@@ -23,3 +24,6 @@ pub use fields::{FIELDS, Field, FieldDef, FieldKind, JsonColumn, parse_duration_
 pub use lexer::CompareOp;
 pub use matcher::Matcher;
 pub use parser::parse;
+pub use sql::{
+    CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, compile,
+};

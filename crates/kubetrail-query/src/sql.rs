@@ -1,0 +1,657 @@
+//! Compiling a query to SQL over the store's `events` table, through a dialect, so the embedded
+//! store (DataFusion) and ClickHouse run the same queries.
+//!
+//! User input never reaches the SQL text: every value becomes a numbered parameter, and the only
+//! identifiers are catalog columns and aliases that passed [`is_identifier`]. Durations and
+//! numbers that shape the query (bucket widths, limits, percentiles) are parsed integers.
+//!
+//! Text columns of the store are never NULL (absent is `''`), so negation means what users
+//! expect; nullable numbers are guarded with `COALESCE` under `NOT`.
+
+use crate::ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
+use crate::error::QueryError;
+use crate::fields::{Field, FieldKind, JsonColumn};
+use crate::lexer::CompareOp;
+use crate::parser::is_identifier;
+
+/// A parameter value of a compiled query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// Text.
+    Text(String),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A UTC timestamp in microseconds.
+    TimestampMicros(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// SQL text with its parameters and the names of its output columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledSql {
+    /// The statement, with placeholders.
+    pub sql: String,
+    /// Parameter values, in placeholder order.
+    pub params: Vec<Param>,
+    /// Output column names, in order.
+    pub columns: Vec<String>,
+    /// Whether rows are events (as opposed to aggregates).
+    pub event_rows: bool,
+}
+
+/// What differs between SQL engines.
+pub trait Dialect {
+    /// The placeholder of the `index`th parameter (1-based).
+    fn placeholder(&self, index: usize) -> String;
+    /// A quoted identifier. Only catalog names, validated aliases and field paths (which
+    /// cannot hold a `"`) reach it; quotes are doubled all the same.
+    fn ident(&self, name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+    /// Case-insensitive LIKE with `\` as the escape character.
+    fn ilike(&self, expr: &str, pattern: &str) -> String;
+    /// LIKE with `\` as the escape character.
+    fn like(&self, expr: &str, pattern: &str) -> String;
+    /// Whether a list column contains a value.
+    fn list_contains(&self, column: &str, value: &str) -> String;
+    /// Whether any element of a list column matches a LIKE pattern.
+    fn list_like(&self, column: &str, pattern: &str) -> String;
+    /// Whether a list column is non-empty.
+    fn list_not_empty(&self, column: &str) -> String;
+    /// Whether any value at a JSON path (arrays searched element-wise) equals the text, or
+    /// matches it as a `*` wildcard pattern when `wildcard` is the text `true`.
+    fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String;
+    /// The value of one key of the annotations column, or NULL.
+    fn annotation(&self, column: &str, key: &str) -> String;
+    /// The `p`th percentile of an expression.
+    fn percentile(&self, expr: &str, p: u8) -> String;
+    /// The start of the `span_micros` wide time bucket of a timestamp column.
+    fn time_bucket(&self, column: &str, span_micros: i64) -> String;
+    /// An expression expanding a list column into one row per element.
+    fn unnest(&self, column: &str) -> String;
+}
+
+/// Apache DataFusion, the embedded store's engine. The `kt_*` functions are registered by the
+/// store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataFusionDialect;
+
+impl Dialect for DataFusionDialect {
+    fn placeholder(&self, index: usize) -> String {
+        format!("${index}")
+    }
+    fn ilike(&self, expr: &str, pattern: &str) -> String {
+        format!("{expr} ILIKE {pattern}")
+    }
+    fn like(&self, expr: &str, pattern: &str) -> String {
+        format!("{expr} LIKE {pattern}")
+    }
+    fn list_contains(&self, column: &str, value: &str) -> String {
+        format!("array_has({column}, {value})")
+    }
+    fn list_like(&self, column: &str, pattern: &str) -> String {
+        format!("kt_list_like({column}, {pattern})")
+    }
+    fn list_not_empty(&self, column: &str) -> String {
+        format!("cardinality({column}) > 0")
+    }
+    fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String {
+        format!("kt_json_path_match({column}, {path}, {value}, {wildcard})")
+    }
+    fn annotation(&self, column: &str, key: &str) -> String {
+        format!("kt_annotation({column}, {key})")
+    }
+    fn percentile(&self, expr: &str, p: u8) -> String {
+        format!(
+            "approx_percentile_cont({expr}, {:.2})",
+            f64::from(p) / 100.0
+        )
+    }
+    fn time_bucket(&self, column: &str, span_micros: i64) -> String {
+        format!(
+            "date_bin(INTERVAL '{span_micros} microseconds', {column}, TIMESTAMP '1970-01-01T00:00:00Z')"
+        )
+    }
+    fn unnest(&self, column: &str) -> String {
+        format!("unnest({column})")
+    }
+}
+
+/// Options that are not part of the query text.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Only events at or after this time (microseconds since the epoch).
+    pub from_micros: Option<i64>,
+    /// Only events before this time.
+    pub to_micros: Option<i64>,
+    /// The row limit of event results without `| limit`.
+    pub default_limit: u64,
+}
+
+/// The event columns shown when a query has no `fields` command.
+pub const DEFAULT_FIELDS: &[&str] = &[
+    "time",
+    "user",
+    "verb",
+    "resource",
+    "subresource",
+    "ns",
+    "name",
+    "code",
+    "latency",
+    "client",
+];
+
+/// The table queries read.
+const TABLE: &str = "events";
+
+/// Compiles `query` for `dialect`.
+pub fn compile(
+    query: &Query,
+    dialect: &dyn Dialect,
+    options: &CompileOptions,
+) -> Result<CompiledSql, QueryError> {
+    let mut c = Compiler {
+        dialect,
+        params: Vec::new(),
+    };
+    let mut conditions = Vec::new();
+    if let Some(filter) = &query.filter {
+        conditions.push(c.expr(filter));
+    }
+    if let Some(from) = options.from_micros {
+        let p = c.param(Param::TimestampMicros(from));
+        conditions.push(format!("{} >= {p}", dialect.ident("time")));
+    }
+    if let Some(to) = options.to_micros {
+        let p = c.param(Param::TimestampMicros(to));
+        conditions.push(format!("{} < {p}", dialect.ident("time")));
+    }
+    let mut stage = Stage {
+        select: Vec::new(),
+        from: TABLE.to_owned(),
+        conditions,
+        group_by: Vec::new(),
+        order_by: Vec::new(),
+        limit: None,
+        shaped: false,
+        event_rows: true,
+    };
+    for pipe in &query.pipes {
+        c.apply(&mut stage, pipe)?;
+    }
+    if stage.event_rows && stage.select.is_empty() {
+        for name in DEFAULT_FIELDS {
+            let field = Field::resolve(name, 0)?;
+            stage.select.push((c.column(&field), (*name).to_owned()));
+        }
+    }
+    if stage.event_rows {
+        if stage.order_by.is_empty() {
+            stage
+                .order_by
+                .push(format!("{} DESC", dialect.ident("time")));
+        }
+        if stage.limit.is_none() && options.default_limit > 0 {
+            stage.limit = Some(options.default_limit);
+        }
+    }
+    let columns = stage
+        .select
+        .iter()
+        .map(|(_, alias)| alias.clone())
+        .collect();
+    Ok(CompiledSql {
+        sql: stage.render(dialect),
+        params: c.params,
+        columns,
+        event_rows: stage.event_rows,
+    })
+}
+
+/// One SELECT being built.
+struct Stage {
+    select: Vec<(String, String)>,
+    from: String,
+    conditions: Vec<String>,
+    group_by: Vec<String>,
+    order_by: Vec<String>,
+    limit: Option<u64>,
+    /// A command already chose the output (stats, top, timechart, fields).
+    shaped: bool,
+    event_rows: bool,
+}
+
+impl Stage {
+    fn render(&self, dialect: &dyn Dialect) -> String {
+        let select: Vec<String> = self
+            .select
+            .iter()
+            .map(|(expr, alias)| format!("{expr} AS {}", dialect.ident(alias)))
+            .collect();
+        let mut sql = format!("SELECT {} FROM {}", select.join(", "), self.from);
+        if !self.conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(
+                &self
+                    .conditions
+                    .iter()
+                    .map(|c| format!("({c})"))
+                    .collect::<Vec<_>>()
+                    .join(" AND "),
+            );
+        }
+        if !self.group_by.is_empty() {
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&self.group_by.join(", "));
+        }
+        if !self.order_by.is_empty() {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&self.order_by.join(", "));
+        }
+        if let Some(limit) = self.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        sql
+    }
+
+    fn output_columns(&self) -> Vec<&str> {
+        self.select.iter().map(|(_, a)| a.as_str()).collect()
+    }
+}
+
+struct Compiler<'d> {
+    dialect: &'d dyn Dialect,
+    params: Vec<Param>,
+}
+
+impl Compiler<'_> {
+    fn param(&mut self, value: Param) -> String {
+        self.params.push(value);
+        self.dialect.placeholder(self.params.len())
+    }
+
+    fn column(&mut self, field: &Field) -> String {
+        match field {
+            Field::Column(def) => self.dialect.ident(def.column),
+            Field::Json {
+                column: JsonColumn::Annotations,
+                path,
+            } => {
+                let key = self.param(Param::Text(path.join(".")));
+                self.dialect
+                    .annotation(&self.dialect.ident("annotations"), &key)
+            }
+            Field::Json { column, .. } => self.dialect.ident(column.column()),
+        }
+    }
+
+    fn expr(&mut self, expr: &Expr) -> String {
+        match expr {
+            Expr::And(all) => all
+                .iter()
+                .map(|e| format!("({})", self.expr(e)))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+            Expr::Or(any) => any
+                .iter()
+                .map(|e| format!("({})", self.expr(e)))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+            Expr::Not(inner) => format!("NOT COALESCE(({}), FALSE)", self.expr(inner)),
+            Expr::Text(text) => {
+                let column = self.dialect.ident("event");
+                let pattern = self.param(Param::Text(format!("%{}%", like_escape(text))));
+                self.dialect.ilike(&column, &pattern)
+            }
+            Expr::Exists(field) => match field {
+                Field::Json {
+                    column: json @ (JsonColumn::RequestObject | JsonColumn::ResponseObject),
+                    path,
+                } => self.json_match(*json, path, "*", true),
+                _ if field.kind() == FieldKind::List => {
+                    let column = self.column(field);
+                    self.dialect.list_not_empty(&column)
+                }
+                _ if field.kind() == FieldKind::Text => {
+                    let column = self.column(field);
+                    format!("{column} IS NOT NULL AND {column} <> ''")
+                }
+                _ => format!("{} IS NOT NULL", self.column(field)),
+            },
+            Expr::Match { field, pattern } => {
+                if let Field::Json {
+                    column: json @ (JsonColumn::RequestObject | JsonColumn::ResponseObject),
+                    path,
+                } = field
+                {
+                    let (text, wildcard) = match pattern {
+                        Pattern::Exact(t) => (t.as_str(), false),
+                        Pattern::Wildcard(t) => (t.as_str(), true),
+                    };
+                    return self.json_match(*json, path, text, wildcard);
+                }
+                let column = self.column(field);
+                let list = field.kind() == FieldKind::List;
+                match pattern {
+                    Pattern::Exact(value) => {
+                        let p = self.param(Param::Text(value.clone()));
+                        if list {
+                            self.dialect.list_contains(&column, &p)
+                        } else {
+                            format!("{column} = {p}")
+                        }
+                    }
+                    Pattern::Wildcard(value) => {
+                        let p = self.param(Param::Text(wildcard_to_like(value)));
+                        if list {
+                            self.dialect.list_like(&column, &p)
+                        } else {
+                            self.dialect.like(&column, &p)
+                        }
+                    }
+                }
+            }
+            Expr::Compare { field, op, value } => {
+                let column = self.column(field);
+                let p = self.param(match value {
+                    Literal::Text(t) => Param::Text(t.clone()),
+                    Literal::Int(n) | Literal::Duration(n) => Param::Int(*n),
+                    Literal::Time(t) => Param::TimestampMicros(*t),
+                    Literal::Bool(b) => Param::Bool(*b),
+                });
+                format!(
+                    "{column} {} {p}",
+                    match op {
+                        CompareOp::Eq => "=",
+                        CompareOp::Ne => "<>",
+                        CompareOp::Lt => "<",
+                        CompareOp::Le => "<=",
+                        CompareOp::Gt => ">",
+                        CompareOp::Ge => ">=",
+                    }
+                )
+            }
+        }
+    }
+
+    fn json_match(
+        &mut self,
+        column: JsonColumn,
+        path: &[String],
+        value: &str,
+        wildcard: bool,
+    ) -> String {
+        let column = self.dialect.ident(column.column());
+        let path = self.param(Param::Text(path.join(".")));
+        let value = self.param(Param::Text(value.to_owned()));
+        let wildcard = self.param(Param::Bool(wildcard));
+        self.dialect
+            .json_path_match(&column, &path, &value, &wildcard)
+    }
+
+    fn aggregate(&mut self, aggregate: &Aggregate) -> String {
+        let column = aggregate
+            .field
+            .as_ref()
+            .map(|f| self.column(f))
+            .unwrap_or_default();
+        match aggregate.func {
+            AggFunc::Count => "COUNT(*)".to_owned(),
+            AggFunc::DistinctCount => format!("COUNT(DISTINCT {column})"),
+            AggFunc::Sum => format!("SUM({column})"),
+            AggFunc::Avg => format!("AVG({column})"),
+            AggFunc::Min => format!("MIN({column})"),
+            AggFunc::Max => format!("MAX({column})"),
+            AggFunc::Percentile(p) => self.dialect.percentile(&column, p),
+        }
+    }
+
+    /// A grouping key: lists are expanded to one row per element.
+    fn group_key(&mut self, field: &Field) -> String {
+        let column = self.column(field);
+        if field.kind() == FieldKind::List {
+            self.dialect.unnest(&column)
+        } else {
+            column
+        }
+    }
+
+    fn apply(&mut self, stage: &mut Stage, pipe: &Pipe) -> Result<(), QueryError> {
+        let shaping = matches!(
+            pipe,
+            Pipe::Stats { .. } | Pipe::Timechart { .. } | Pipe::Top { .. } | Pipe::Fields(_)
+        );
+        if shaping && stage.shaped {
+            return Err(QueryError::at(
+                0,
+                "stats, timechart, top and fields work on events: use one of them, then sort and limit",
+            ));
+        }
+        match pipe {
+            Pipe::Stats { aggregates, by } => {
+                for field in by {
+                    let key = self.group_key(field);
+                    stage.select.push((key, field.display_name()));
+                }
+                stage.group_by = (1..=by.len()).map(|i| i.to_string()).collect();
+                for aggregate in aggregates {
+                    let expr = self.aggregate(aggregate);
+                    stage.select.push((expr, aggregate.alias.clone()));
+                }
+                stage.order_by = vec![format!("{} DESC", by.len() + 1)];
+                stage.order_by.extend((1..=by.len()).map(|i| i.to_string()));
+            }
+            Pipe::Timechart {
+                span_micros,
+                aggregates,
+                by,
+            } => {
+                let bucket = self
+                    .dialect
+                    .time_bucket(&self.dialect.ident("time"), *span_micros);
+                stage.select.push((bucket, "time".to_owned()));
+                if let Some(field) = by {
+                    let key = self.group_key(field);
+                    stage.select.push((key, field.display_name()));
+                }
+                let keys = 1 + usize::from(by.is_some());
+                stage.group_by = (1..=keys).map(|i| i.to_string()).collect();
+                for aggregate in aggregates {
+                    let expr = self.aggregate(aggregate);
+                    stage.select.push((expr, aggregate.alias.clone()));
+                }
+                stage.order_by = (1..=keys).map(|i| i.to_string()).collect();
+            }
+            Pipe::Top { limit, field } => {
+                let key = self.group_key(field);
+                stage.select.push((key, field.display_name()));
+                stage
+                    .select
+                    .push(("COUNT(*)".to_owned(), "count".to_owned()));
+                stage.group_by = vec!["1".to_owned()];
+                stage.order_by = vec!["2 DESC".to_owned(), "1".to_owned()];
+                stage.limit = Some(*limit);
+            }
+            Pipe::Fields(fields) => {
+                for field in fields {
+                    let column = self.column(field);
+                    stage.select.push((column, field.display_name()));
+                }
+                stage.shaped = true;
+                return Ok(());
+            }
+            Pipe::Sort(keys) => {
+                stage.order_by = self.sort_keys(stage, keys)?;
+                return Ok(());
+            }
+            Pipe::Limit(n) => {
+                stage.limit = Some(stage.limit.map_or(*n, |l| l.min(*n)));
+                return Ok(());
+            }
+        }
+        stage.shaped = true;
+        stage.event_rows = false;
+        Ok(())
+    }
+
+    fn sort_keys(&mut self, stage: &Stage, keys: &[SortKey]) -> Result<Vec<String>, QueryError> {
+        let outputs = stage.output_columns();
+        keys.iter()
+            .map(|key| {
+                let direction = if key.descending { " DESC" } else { "" };
+                if stage.shaped {
+                    if outputs.contains(&key.column.as_str()) && is_identifier(&key.column) {
+                        return Ok(format!("{}{direction}", self.dialect.ident(&key.column)));
+                    }
+                    return Err(QueryError::at(
+                        0,
+                        format!(
+                            "cannot sort by `{}`: the results have the columns {}",
+                            key.column,
+                            outputs.join(", ")
+                        ),
+                    ));
+                }
+                // Event rows sort by any field.
+                let field = Field::resolve(&key.column, 0)?;
+                Ok(format!("{}{direction}", self.column(&field)))
+            })
+            .collect()
+    }
+}
+
+/// Escapes LIKE metacharacters in literal text.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A `*` wildcard pattern as a LIKE pattern.
+fn wildcard_to_like(pattern: &str) -> String {
+    pattern
+        .split('*')
+        .map(like_escape)
+        .collect::<Vec<_>>()
+        .join("%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse;
+
+    fn check(query: &str, expected_sql: &str, expected_params: &[Param]) {
+        let compiled = compile(
+            &parse(query).unwrap(),
+            &DataFusionDialect,
+            &CompileOptions {
+                default_limit: 100,
+                ..CompileOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(compiled.sql, expected_sql, "{query}");
+        assert_eq!(compiled.params, expected_params, "{query}");
+    }
+
+    #[test]
+    fn searches_become_parameterized_conditions() {
+        check(
+            "user:system:serviceaccount:kube-system:* -verb:get code>=400",
+            r#"SELECT "time" AS "time", "user" AS "user", "verb" AS "verb", "resource" AS "resource", "subresource" AS "subresource", "namespace" AS "ns", "name" AS "name", "code" AS "code", "latency_us" AS "latency", "client" AS "client" FROM events WHERE (("user" LIKE $1) AND (NOT COALESCE(("verb" = $2), FALSE)) AND ("code" >= $3)) ORDER BY "time" DESC LIMIT 100"#,
+            &[
+                Param::Text("system:serviceaccount:kube-system:%".into()),
+                Param::Text("get".into()),
+                Param::Int(400),
+            ],
+        );
+    }
+
+    #[test]
+    fn injection_attempts_stay_values() {
+        let compiled = compile(
+            &parse(r##"user:"x' OR 1=1 --" "%_\"""##).unwrap(),
+            &DataFusionDialect,
+            &CompileOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            !compiled.sql.contains("1=1") && !compiled.sql.contains('\''),
+            "{}",
+            compiled.sql
+        );
+        assert_eq!(compiled.params[0], Param::Text("x' OR 1=1 --".into()));
+        assert_eq!(compiled.params[1], Param::Text(r#"%\%\_"%"#.into()));
+    }
+
+    #[test]
+    fn stats_top_timechart_sort_limit() {
+        check(
+            "code:403 | stats count() as n, dc(user) by verb, resource | sort -n | limit 5",
+            r#"SELECT "verb" AS "verb", "resource" AS "resource", COUNT(*) AS "n", COUNT(DISTINCT "user") AS "dc_user" FROM events WHERE ("code" = $1) GROUP BY 1, 2 ORDER BY "n" DESC LIMIT 5"#,
+            &[Param::Int(403)],
+        );
+        check(
+            "user:system:anonymous | top 3 ip",
+            r#"SELECT unnest("source_ips") AS "ip", COUNT(*) AS "count" FROM events WHERE ("user" = $1) GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"#,
+            &[Param::Text("system:anonymous".into())],
+        );
+        check(
+            "| timechart 1m count() by code",
+            r#"SELECT date_bin(INTERVAL '60000000 microseconds', "time", TIMESTAMP '1970-01-01T00:00:00Z') AS "time", "code" AS "code", COUNT(*) AS "count" FROM events GROUP BY 1, 2 ORDER BY 1, 2"#,
+            &[],
+        );
+        check(
+            "| stats p99(latency) by verb",
+            r#"SELECT "verb" AS "verb", approx_percentile_cont("latency_us", 0.99) AS "p99_latency" FROM events GROUP BY 1 ORDER BY 2 DESC, 1"#,
+            &[],
+        );
+    }
+
+    #[test]
+    fn fields_free_text_and_json_paths() {
+        check(
+            "\"db-credentials\" requestObject.spec.containers.securityContext.privileged:true | fields time, user, annotations.authorization.k8s.io/decision",
+            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE (("event" ILIKE $1) AND (kt_json_path_match("request_object", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
+            &[
+                Param::Text("%db-credentials%".into()),
+                Param::Text("spec.containers.securityContext.privileged".into()),
+                Param::Text("true".into()),
+                Param::Bool(false),
+                Param::Text("authorization.k8s.io/decision".into()),
+            ],
+        );
+    }
+
+    #[test]
+    fn sorting_by_a_missing_column_is_explained() {
+        let e = compile(
+            &parse("| stats count() by user | sort -total").unwrap(),
+            &DataFusionDialect,
+            &CompileOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "cannot sort by `total`: the results have the columns user, count"
+        );
+        let e = compile(
+            &parse("| stats count() | top 5 user").unwrap(),
+            &DataFusionDialect,
+            &CompileOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("stats, timechart, top and fields work on events")
+        );
+    }
+}
