@@ -141,11 +141,11 @@ pub enum JsonColumn {
 }
 
 impl JsonColumn {
-    /// The column in the store.
+    /// The column in the store. Bodies are read from the complete event, which the store
+    /// keeps anyway: storing them twice would double the largest part of the data.
     pub const fn column(self) -> &'static str {
         match self {
-            JsonColumn::RequestObject => "request_object",
-            JsonColumn::ResponseObject => "response_object",
+            JsonColumn::RequestObject | JsonColumn::ResponseObject => "event",
             JsonColumn::Annotations => "annotations",
         }
     }

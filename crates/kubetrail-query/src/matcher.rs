@@ -216,7 +216,7 @@ impl Context<'_, '_> {
 
 /// The values at `path`, searching every element of arrays on the way
 /// (`spec.containers.securityContext.privileged` looks in each container).
-pub(crate) fn collect_path<'v>(value: &'v Value, path: &[String], out: &mut Vec<Cow<'v, str>>) {
+pub fn collect_path<'v>(value: &'v Value, path: &[String], out: &mut Vec<Cow<'v, str>>) {
     match (value, path.split_first()) {
         (Value::Array(items), _) => items.iter().for_each(|item| collect_path(item, path, out)),
         (Value::Object(map), Some((key, rest))) => {
@@ -248,7 +248,7 @@ fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
 }
 
 /// Glob matching where `*` is any run of characters (case-sensitive, like the field values).
-pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     let (first, last) = (parts[0], parts[parts.len() - 1]);
     if parts.len() == 1 {

@@ -59,8 +59,9 @@ pub trait Dialect {
     fn list_like(&self, column: &str, pattern: &str) -> String;
     /// Whether a list column is non-empty.
     fn list_not_empty(&self, column: &str) -> String;
-    /// Whether any value at a JSON path (arrays searched element-wise) equals the text, or
-    /// matches it as a `*` wildcard pattern when `wildcard` is the text `true`.
+    /// Whether any value at a dotted JSON path of a JSON text column (arrays searched
+    /// element-wise) equals the value, or matches it as a `*` wildcard pattern when `wildcard`
+    /// is true.
     fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String;
     /// The value of one key of the annotations column, or NULL.
     fn annotation(&self, column: &str, key: &str) -> String;
@@ -383,8 +384,9 @@ impl Compiler<'_> {
         value: &str,
         wildcard: bool,
     ) -> String {
+        let full_path = format!("{}.{}", column.prefix(), path.join("."));
         let column = self.dialect.ident(column.column());
-        let path = self.param(Param::Text(path.join(".")));
+        let path = self.param(Param::Text(full_path));
         let value = self.param(Param::Text(value.to_owned()));
         let wildcard = self.param(Param::Bool(wildcard));
         self.dialect
@@ -620,10 +622,10 @@ mod tests {
     fn fields_free_text_and_json_paths() {
         check(
             "\"db-credentials\" requestObject.spec.containers.securityContext.privileged:true | fields time, user, annotations.authorization.k8s.io/decision",
-            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE (("event" ILIKE $1) AND (kt_json_path_match("request_object", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
+            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE (("event" ILIKE $1) AND (kt_json_path_match("event", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
             &[
                 Param::Text("%db-credentials%".into()),
-                Param::Text("spec.containers.securityContext.privileged".into()),
+                Param::Text("requestObject.spec.containers.securityContext.privileged".into()),
                 Param::Text("true".into()),
                 Param::Bool(false),
                 Param::Text("authorization.k8s.io/decision".into()),

@@ -7,6 +7,7 @@ mod cat;
 mod input;
 mod output;
 mod policy;
+mod store;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,17 @@ struct Cli {
 enum Command {
     /// Print the events of audit logs, normalized to audit.k8s.io/v1, one per line.
     Cat(cat::CatArgs),
+    /// Import audit logs into the store (every input format; duplicates skipped).
+    Import(store::ImportArgs),
+    /// Search the store with the query language.
+    Query(store::QueryArgs),
+    /// Run SQL against the store's `events` table.
+    Sql(store::SqlArgs),
+    /// Manage the store.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Check, evaluate, lint and simulate audit policies as kube-apiserver evaluates them.
     Policy {
         #[command(subcommand)]
@@ -41,6 +53,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Cat(args) => cat::run(args),
         Command::Policy { command } => policy::run(command),
+        Command::Import(args) => store::import(args),
+        Command::Query(args) => store::query(args),
+        Command::Sql(args) => store::sql(args),
+        Command::Store { command } => store::store(command),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),

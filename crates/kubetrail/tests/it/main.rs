@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 mod cat;
 mod policy;
+mod store;
 
 fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,89 @@
+//! Queries over the stored events with Apache DataFusion: the Parquet segments are one table,
+//! `events`, with the day partition as an extra `date` column, and the `kt_*` functions of the
+//! query language registered.
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use kubetrail_query::{CompiledSql, Param};
+
+use crate::error::StoreError;
+use crate::schema::schema;
+use crate::udf;
+use crate::writer::events_dir;
+
+/// A read-only view of a data directory for queries.
+pub struct QueryEngine {
+    ctx: SessionContext,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl QueryEngine {
+    /// Opens the events table of `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<QueryEngine, StoreError> {
+        let events = events_dir(data_dir);
+        if !events.is_dir() {
+            return Err(StoreError::Missing(data_dir.to_path_buf()));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::io(data_dir, e))?;
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        for function in udf::functions() {
+            ctx.register_udf(function);
+        }
+        let file_schema = schema();
+        let options = ParquetReadOptions::default()
+            .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)])
+            .schema(&file_schema);
+        let location = format!("{}/", events.display());
+        runtime
+            .block_on(ctx.register_parquet("events", &location, options))
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        Ok(QueryEngine { ctx, runtime })
+    }
+
+    /// Runs SQL with positional parameters (`$1`, …).
+    pub fn sql(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, StoreError> {
+        self.runtime.block_on(async {
+            let frame = self
+                .ctx
+                .sql(sql)
+                .await
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+            let frame = if params.is_empty() {
+                frame
+            } else {
+                frame
+                    .with_param_values(params)
+                    .map_err(|e| StoreError::Query(e.to_string()))?
+            };
+            frame
+                .collect()
+                .await
+                .map_err(|e| StoreError::Query(e.to_string()))
+        })
+    }
+
+    /// Runs a compiled query.
+    pub fn query(&self, compiled: &CompiledSql) -> Result<Vec<RecordBatch>, StoreError> {
+        let params = compiled
+            .params
+            .iter()
+            .map(|p| match p {
+                Param::Text(t) => ScalarValue::Utf8(Some(t.clone())),
+                Param::Int(n) => ScalarValue::Int64(Some(*n)),
+                Param::TimestampMicros(t) => {
+                    ScalarValue::TimestampMicrosecond(Some(*t), Some("UTC".into()))
+                }
+                Param::Bool(b) => ScalarValue::Boolean(Some(*b)),
+            })
+            .collect();
+        self.sql(&compiled.sql, params)
+    }
+}
