@@ -10,6 +10,7 @@ use arrow::array::Array;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kubetrail_event::{Decoded, Redactor, Timestamp};
+use kubetrail_policy::{Applied, Evaluator, apply_policy};
 use kubetrail_query::{CompileOptions, DataFusionDialect, Matcher, compile, parse};
 use kubetrail_store::{Appended, EventWriter, QueryEngine, StoreError, WriterOptions, output};
 use serde::Serialize;
@@ -39,6 +40,10 @@ pub struct ImportArgs {
     /// Drop events matching this search before storing (repeatable).
     #[arg(long, value_name = "QUERY")]
     pub exclude: Vec<String>,
+    /// Keep events as this audit policy would have logged them (drop None and omitted stages,
+    /// strip bodies above its levels, omit managedFields).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(flatten)]
     pub decode: DecodeArgs,
     #[command(flatten)]
@@ -151,6 +156,8 @@ struct ImportSummary {
     imported: u64,
     duplicates: u64,
     excluded: u64,
+    #[serde(rename = "droppedByPolicy")]
+    dropped_by_policy: u64,
     redacted: u64,
     skipped: BTreeMap<&'static str, u64>,
     bytes: u64,
@@ -161,6 +168,7 @@ struct ImportRun<'a> {
     cluster: &'a str,
     redactor: Option<Redactor>,
     exclude: Vec<Matcher>,
+    policy: Option<Evaluator>,
     summary: ImportSummary,
     diagnostics: Diagnostics,
     input_name: String,
@@ -179,6 +187,12 @@ impl DecodeHandler for ImportRun<'_> {
                 }
                 if self.exclude.iter().any(|m| m.matches(&event, self.cluster)) {
                     self.summary.excluded += 1;
+                    return;
+                }
+                if let Some(policy) = &self.policy
+                    && apply_policy(policy, &mut event) != Applied::Kept
+                {
+                    self.summary.dropped_by_policy += 1;
                     return;
                 }
                 if let Some(redactor) = &self.redactor
@@ -255,6 +269,10 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
                     .map_err(|e| anyhow::anyhow!("--exclude has a mistake:\n{}", e.render(q)))
             })
             .collect::<Result<_>>()?,
+        policy: match &args.policy {
+            Some(path) => Some(Evaluator::new(&crate::policy::load_file(path)?.policy)),
+            None => None,
+        },
         summary: ImportSummary::default(),
         diagnostics: Diagnostics::new(args.decode.error_limit),
         input_name: String::new(),
@@ -286,10 +304,11 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     }
     let elapsed = run.started.elapsed().as_secs_f64();
     eprintln!(
-        "imported {} events ({} duplicates, {} excluded, {} redacted, {} skipped) in {elapsed:.1}s, {:.0} events/s",
+        "imported {} events ({} duplicates, {} excluded, {} dropped by policy, {} redacted, {} skipped) in {elapsed:.1}s, {:.0} events/s",
         run.summary.imported,
         run.summary.duplicates,
         run.summary.excluded,
+        run.summary.dropped_by_policy,
         run.summary.redacted,
         run.summary.skipped.values().sum::<u64>(),
         run.summary.imported as f64 / elapsed.max(1e-3),

@@ -238,3 +238,39 @@ fn mistakes_and_empty_stores_are_explained() {
     assert_eq!(empty.status.code(), Some(1));
     assert!(stderr(&empty).contains("the time range is empty"));
 }
+
+#[test]
+fn import_applies_policies_and_exclusions() {
+    let dir = TempDir::new("store-policy");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  resources: [{group: coordination.k8s.io, resources: [leases]}]\n- level: Metadata\n",
+    )
+    .unwrap();
+    let summary = import(
+        &dir,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--exclude",
+            "user:system:apiserver",
+        ],
+        &["fixtures/real-apiserver-v1.36/audit.log"],
+    );
+    let excluded = summary["excluded"].as_u64().unwrap();
+    let dropped = summary["droppedByPolicy"].as_u64().unwrap();
+    assert_eq!(excluded, 722);
+    assert_eq!(
+        summary["imported"].as_u64().unwrap() + excluded + dropped,
+        2823
+    );
+    assert_eq!(
+        query(&dir, "resource:leases | stats count() as n")[0]["n"],
+        0
+    );
+    assert_eq!(
+        query(&dir, "level:RequestResponse | stats count() as n")[0]["n"],
+        0
+    );
+}
