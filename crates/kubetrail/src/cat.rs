@@ -36,14 +36,42 @@ pub struct CatArgs {
     pub decode: DecodeArgs,
     #[command(flatten)]
     pub redact: RedactArgs,
-    /// Filter events through this audit policy, as if the API server had used it: drop what it
-    /// does not log, strip bodies above its levels, drop omitted stages, omit managedFields.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Keeping selectively: the filters every path that takes in events offers.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Keep events as this audit policy would have logged them: drop what it does not log and
+    /// omitted stages, strip bodies above its levels, omit managedFields.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Drop events matching this search (repeatable), e.g.
     /// `--exclude 'user:system:kube-scheduler verb:update resource:leases'`.
     #[arg(long, value_name = "QUERY")]
     pub exclude: Vec<String>,
+}
+
+impl FilterArgs {
+    /// The compiled `--exclude` searches.
+    pub fn exclusions(&self) -> Result<Vec<Matcher>> {
+        self.exclude
+            .iter()
+            .map(|q| {
+                Matcher::parse(q)
+                    .map_err(|e| anyhow::anyhow!("--exclude has a mistake:\n{}", e.render(q)))
+            })
+            .collect()
+    }
+
+    /// The `--policy` evaluator.
+    pub fn policy(&self) -> Result<Option<Evaluator>> {
+        self.policy
+            .as_deref()
+            .map(|path| Ok(Evaluator::new(&crate::policy::load_file(path)?.policy)))
+            .transpose()
+    }
 }
 
 /// Redaction of credentials, on by default wherever events leave kubetrail.
@@ -190,18 +218,8 @@ pub fn run(args: &CatArgs) -> Result<Outcome> {
         write_error: None,
         progress: progress_bar(&inputs),
         redactor: args.redact.redactor()?,
-        exclude: args
-            .exclude
-            .iter()
-            .map(|q| {
-                Matcher::parse(q)
-                    .map_err(|e| anyhow::anyhow!("--exclude has a mistake:\n{}", e.render(q)))
-            })
-            .collect::<Result<_>>()?,
-        policy: match &args.policy {
-            Some(path) => Some(Evaluator::new(&crate::policy::load_file(path)?.policy)),
-            None => None,
-        },
+        exclude: args.filter.exclusions()?,
+        policy: args.filter.policy()?,
     };
     if args.output == CatOutput::Table && !args.stats {
         run.sink.write(table::HEADER.as_bytes())?;

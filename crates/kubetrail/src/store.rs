@@ -15,7 +15,7 @@ use kubetrail_query::{CompileOptions, DataFusionDialect, Matcher, compile, parse
 use kubetrail_store::{Appended, EventWriter, QueryEngine, StoreError, WriterOptions, output};
 use serde::Serialize;
 
-use crate::cat::{DecodeArgs, RedactArgs};
+use crate::cat::{DecodeArgs, FilterArgs, RedactArgs};
 use crate::input::{DecodeHandler, Input, decode_input};
 use crate::output::{Diagnostics, Outcome, StdoutSink};
 
@@ -37,13 +37,8 @@ pub struct ImportArgs {
     /// The cluster the events come from (stored in the `cluster` column).
     #[arg(long, default_value = "")]
     pub cluster: String,
-    /// Drop events matching this search before storing (repeatable).
-    #[arg(long, value_name = "QUERY")]
-    pub exclude: Vec<String>,
-    /// Keep events as this audit policy would have logged them (drop None and omitted stages,
-    /// strip bodies above its levels, omit managedFields).
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[command(flatten)]
     pub decode: DecodeArgs,
     #[command(flatten)]
@@ -261,18 +256,8 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
         writer,
         cluster: &args.cluster,
         redactor: args.redact.redactor()?,
-        exclude: args
-            .exclude
-            .iter()
-            .map(|q| {
-                Matcher::parse(q)
-                    .map_err(|e| anyhow::anyhow!("--exclude has a mistake:\n{}", e.render(q)))
-            })
-            .collect::<Result<_>>()?,
-        policy: match &args.policy {
-            Some(path) => Some(Evaluator::new(&crate::policy::load_file(path)?.policy)),
-            None => None,
-        },
+        exclude: args.filter.exclusions()?,
+        policy: args.filter.policy()?,
         summary: ImportSummary::default(),
         diagnostics: Diagnostics::new(args.decode.error_limit),
         input_name: String::new(),
