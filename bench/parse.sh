@@ -7,22 +7,9 @@
 #
 # usage: bench/parse.sh [EVENTS]   (default 1000000; needs ../shared/tools/gen-audit-log)
 # env:   BENCH_DIR (default bench/out), RUNS (best of, default 3), SKIP_JQ=1 to skip jq
-set -euo pipefail
-cd "$(dirname "$0")/.."
-events=${1:-1000000}
-runs=${RUNS:-3}
-dir=${BENCH_DIR:-bench/out}
-gen=../shared/tools/gen-audit-log
-mkdir -p "$dir"
+source "$(dirname "$0")/common.sh"
 file="$dir/audit-$events.log"
-if [ ! -s "$file" ]; then
-  [ -x "$gen" ] || { echo "bench: $gen not found (it lives in ../shared/tools)" >&2; exit 1; }
-  echo "generating $file ($events events)…" >&2
-  "$gen" --events "$events" --out "$file"
-fi
-command -v jq >/dev/null || { echo "bench: jq is not installed (apt-get install jq)" >&2; exit 1; }
-cargo build --release --locked -q -p kubetrail
-bin=target/release/kubetrail
+generate_log "$file"
 bytes=$(stat -L -c %s "$file")
 lines=$(wc -l < "$file")
 cat "$file" > /dev/null # warm the page cache so every tool reads from memory

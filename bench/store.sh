@@ -7,20 +7,10 @@
 #
 # usage: bench/store.sh [EVENTS]   (default 1000000; needs ../shared/tools/gen-audit-log)
 # env:   BENCH_DIR (default bench/out), RUNS (best of, default 3), SKIP_JQ=1
-set -euo pipefail
-cd "$(dirname "$0")/.."
-events=${1:-1000000}
-runs=${RUNS:-3}
-dir=${BENCH_DIR:-bench/out}
-gen=../shared/tools/gen-audit-log
-mkdir -p "$dir"
+source "$(dirname "$0")/common.sh"
 log="$dir/audit-$events-all.log"
 truth="$dir/audit-$events-all.truth.json"
-if [ ! -s "$log" ]; then
-  [ -x "$gen" ] || { echo "bench: $gen not found (it lives in ../shared/tools)" >&2; exit 1; }
-  echo "generating $log ($events events, all incidents)…" >&2
-  "$gen" --events "$events" --inject all --truth "$truth" --out "$log"
-fi
+generate_log "$log" --inject all --truth "$truth"
 venv="$dir/venv"
 # The CLI and the Python package must share one storage format: pin both.
 duckdb_version=1.5.6
@@ -29,9 +19,6 @@ if [ "$("$venv/bin/duckdb" --version 2>/dev/null | cut -d' ' -f1)" != "v$duckdb_
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "duckdb==$duckdb_version" "duckdb-cli==$duckdb_version"
 fi
-command -v jq >/dev/null || { echo "bench: jq is not installed (apt-get install jq)" >&2; exit 1; }
-cargo build --release --locked -q -p kubetrail
-bin=target/release/kubetrail
 cat "$log" > /dev/null
 
 # Wall seconds and peak RSS (KiB) of one run.

@@ -224,11 +224,6 @@ impl Decoder {
         }
     }
 
-    /// Bytes received but not decoded yet (an incomplete last line or value).
-    pub fn pending_bytes(&self) -> usize {
-        self.buf.len()
-    }
-
     fn process<F: FnMut(Decoded<'_>)>(&mut self, eof: bool, out: &mut F) {
         let buf = std::mem::take(&mut self.buf);
         let consumed = self.process_buf(&buf, eof, out);

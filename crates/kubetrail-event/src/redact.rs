@@ -184,15 +184,12 @@ impl Redactor {
     pub fn redact(&self, event: &mut AuditEvent<'_>) -> usize {
         let target = event.object_ref.as_ref().map(|r| {
             (
-                r.api_group.to_string(),
-                r.resource.to_string(),
-                r.subresource.to_string(),
+                r.api_group.as_ref(),
+                r.resource.as_ref(),
+                r.subresource.as_ref(),
             )
         });
-        let structural = match target
-            .as_ref()
-            .map(|(g, r, s)| (g.as_str(), r.as_str(), s.as_str()))
-        {
+        let structural = match target {
             Some(("", "secrets", _)) => Some(Structural::Secret),
             Some(("authentication.k8s.io", "tokenreviews", _)) => Some(Structural::TokenReview),
             Some(("", "serviceaccounts", "token")) => Some(Structural::TokenRequest),

@@ -3,8 +3,6 @@
 //! union of the policy's and its own (computed once here), and `omitManagedFields` is the rule's
 //! when it sets it, else the policy's.
 
-use std::fmt;
-
 use kubetrail_event::{Level, Stage};
 
 use crate::attributes::RequestAttributes;
@@ -37,13 +35,6 @@ impl StageSet {
     /// The stages in the set, in request order.
     pub fn iter(self) -> impl Iterator<Item = Stage> {
         Stage::ALL.into_iter().filter(move |s| self.contains(*s))
-    }
-}
-
-impl fmt::Display for StageSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.iter().map(Stage::as_str).collect();
-        write!(f, "[{}]", names.join(","))
     }
 }
 

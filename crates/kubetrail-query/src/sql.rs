@@ -36,8 +36,6 @@ pub struct CompiledSql {
     pub params: Vec<Param>,
     /// Output column names, in order.
     pub columns: Vec<String>,
-    /// Whether rows are events (as opposed to aggregates).
-    pub event_rows: bool,
 }
 
 /// What differs between SQL engines.
@@ -207,7 +205,6 @@ pub fn compile(
         sql: stage.render(dialect),
         params: c.params,
         columns,
-        event_rows: stage.event_rows,
     })
 }
 

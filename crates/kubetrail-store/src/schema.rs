@@ -83,8 +83,6 @@ pub struct EventBatchBuilder {
     code: Int32Builder,
     latency_us: Int64Builder,
     mutating: BooleanBuilder,
-    rows: usize,
-    bytes: usize,
 }
 
 impl Default for EventBatchBuilder {
@@ -98,28 +96,11 @@ impl Default for EventBatchBuilder {
             code: Int32Builder::new(),
             latency_us: Int64Builder::new(),
             mutating: BooleanBuilder::new(),
-            rows: 0,
-            bytes: 0,
         }
     }
 }
 
 impl EventBatchBuilder {
-    /// Rows so far.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Whether there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    /// Approximate size of the rows so far (their original events).
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Adds one event; `time` is the event's time (received, else stage, else ingest time).
     pub fn append(&mut self, event: &AuditEvent<'_>, cluster: &str, time_micros: i64) {
         let d = &event.derived;
@@ -184,8 +165,6 @@ impl EventBatchBuilder {
         self.code.append_option(event.code());
         self.latency_us.append_option(d.latency_micros);
         self.mutating.append_value(d.mutating);
-        self.rows += 1;
-        self.bytes += event.raw.as_str().len();
     }
 
     /// The rows so far as a record batch; the builder starts over.
@@ -204,8 +183,6 @@ impl EventBatchBuilder {
         columns.push(Arc::new(self.code.finish()));
         columns.push(Arc::new(self.latency_us.finish()));
         columns.push(Arc::new(self.mutating.finish()));
-        self.rows = 0;
-        self.bytes = 0;
         RecordBatch::try_new(schema(), columns).expect("builders follow the schema")
     }
 }

@@ -143,11 +143,6 @@ impl EventWriter {
         &self.quarantined
     }
 
-    /// Events stored or pending.
-    pub fn known_events(&self) -> usize {
-        self.keys.len()
-    }
-
     /// Adds an event from `cluster`; `ingest_micros` files events that carry no time.
     pub fn append(
         &mut self,

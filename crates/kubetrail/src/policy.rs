@@ -477,31 +477,27 @@ fn simulation_text(s: &Simulation, loaded: &Loaded) -> String {
     };
     let mb = |bytes: u64| bytes as f64 / 1e6;
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "recorded        {:>10} events {:>10.2} MB",
-        s.recorded.events,
-        mb(s.recorded.bytes)
+    fn volume(t: &mut String, label: &str, v: &Volume, note: String) {
+        let mb = v.bytes as f64 / 1e6;
+        let _ = writeln!(t, "{label:<15} {:>10} events {mb:>10.2} MB{note}", v.events);
+    }
+    volume(&mut t, "recorded", &s.recorded, String::new());
+    volume(
+        &mut t,
+        "kept",
+        &s.kept,
+        format!(
+            "   ({:.1}% of events, {:.1}% of bytes)",
+            pct(s.kept.events, s.recorded.events),
+            pct(s.kept.bytes, s.recorded.bytes)
+        ),
     );
-    let _ = writeln!(
-        t,
-        "kept            {:>10} events {:>10.2} MB   ({:.1}% of events, {:.1}% of bytes)",
-        s.kept.events,
-        mb(s.kept.bytes),
-        pct(s.kept.events, s.recorded.events),
-        pct(s.kept.bytes, s.recorded.bytes)
-    );
-    let _ = writeln!(
-        t,
-        "dropped (None)  {:>10} events {:>10.2} MB",
-        s.dropped_by_level.events,
-        mb(s.dropped_by_level.bytes)
-    );
-    let _ = writeln!(
-        t,
-        "dropped (stage) {:>10} events {:>10.2} MB",
-        s.dropped_by_stage.events,
-        mb(s.dropped_by_stage.bytes)
+    volume(&mut t, "dropped (None)", &s.dropped_by_level, String::new());
+    volume(
+        &mut t,
+        "dropped (stage)",
+        &s.dropped_by_stage,
+        String::new(),
     );
     let _ = writeln!(
         t,
@@ -517,11 +513,12 @@ fn simulation_text(s: &Simulation, loaded: &Loaded) -> String {
         );
     }
     if s.added_request_received.events > 0 {
-        let _ = writeln!(
-            t,
-            "added           {:>10} events {:>10.2} MB   (estimate: RequestReceived events the recording omitted and this policy keeps)",
-            s.added_request_received.events,
-            mb(s.added_request_received.bytes)
+        volume(
+            &mut t,
+            "added",
+            &s.added_request_received,
+            "   (estimate: RequestReceived events the recording omitted and this policy keeps)"
+                .to_owned(),
         );
     }
     let _ = writeln!(
