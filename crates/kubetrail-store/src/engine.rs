@@ -12,8 +12,8 @@ use kubetrail_query::{CompiledSql, Param};
 
 use crate::error::StoreError;
 use crate::schema::schema;
+use crate::segment::events_dir;
 use crate::udf;
-use crate::writer::events_dir;
 
 /// A read-only view of a data directory for queries.
 pub struct QueryEngine {

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The query engine failed.
     #[error("{0}")]
     Query(String),
+    /// The writer stopped accepting events after a failure it cannot undo by itself.
+    #[error("the store stopped accepting events: {0}")]
+    Stopped(String),
     /// There is no data directory.
     #[error("no kubetrail data in {0}: import events first (kubetrail import --data {0} FILES)")]
     Missing(PathBuf),

@@ -1,47 +1,60 @@
-//! Writing events into the data directory as Parquet segments, one day partition per folder
-//! (`events/date=2026-03-02/part-….parquet`, Hive style, so DuckDB and Spark read the
-//! partitions too).
+//! The writer of a data directory: dedup, the write-ahead log, and the hand-off of events to a
+//! background thread that turns them into Parquet segments.
 //!
-//! A segment becomes visible atomically: it is written under a temporary name, fsynced, renamed
-//! into place and the folder fsynced; a crash leaves either the whole segment or nothing. Every
-//! (auditID, stage) is stored once: the keys of stored events are loaded when the store opens
-//! and checked for every new event, so re-imports and webhook retries add nothing.
+//! ```text
+//! append ─▶ dedup (auditID, stage) ─▶ WAL buffer ─▶ commit (write + fdatasync) = accepted
+//!                                  └▶ pending rows by day ─▶ flush: WAL rotates, rows handed to
+//!                                       the segment thread ─▶ Parquet committed ─▶ WAL files deleted
+//! ```
+//!
+//! The segment thread also runs compaction and retention, so only one thread ever changes the
+//! set of segment files. Encoding Parquet off the caller's thread lets an import parse on one
+//! core while the other compresses, and keeps a webhook's acknowledgements (which wait only for
+//! the WAL fsync) fast while segments are written. At most one hand-off waits in the queue, which
+//! bounds memory: a caller that outpaces the encoder blocks in `flush`.
+//!
+//! After a crash, [`EventWriter::open`] replays the WAL files left behind; events whose segments
+//! were committed before the crash are duplicates by key and skipped, so each accepted event is
+//! stored exactly once. If a segment cannot be written (a full disk), the writer stops accepting,
+//! keeps the WAL files, and the next open replays them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch, StringArray};
-use arrow::compute::{SortOptions, sort_to_indices, take_record_batch};
-use kubetrail_event::AuditEvent;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use arrow::array::RecordBatch;
+use kubetrail_event::{AuditEvent, DecodeOptions, Decoded, Decoder, InputFormat};
 
 use crate::error::StoreError;
-use crate::schema::{EventBatchBuilder, schema};
+use crate::schema::EventBatchBuilder;
+use crate::segment::{
+    self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
+    SegmentOptions, events_dir,
+};
+use crate::wal::{self, Wal, WalDamage, WalRecord};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
-    /// Buffered events are written as segments once this many are pending.
+    /// Pending events are handed to the segment thread once this many have been appended.
     pub flush_rows: usize,
-    /// zstd level of Parquet pages.
-    pub zstd_level: i32,
-    /// Rows per Parquet row group.
-    pub row_group_rows: usize,
+    /// The WAL buffer is committed on its own once it holds this many bytes.
+    pub auto_commit_bytes: usize,
+    /// Segment encoding.
+    pub segments: SegmentOptions,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            flush_rows: 250_000,
-            zstd_level: 3,
-            row_group_rows: 128 * 1024,
+            flush_rows: 100_000,
+            auto_commit_bytes: 16 << 20,
+            segments: SegmentOptions::default(),
         }
     }
 }
@@ -49,10 +62,71 @@ impl Default for WriterOptions {
 /// What happened to an appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// New: it will be stored.
+    /// New: it will be stored (accepted once committed).
     Accepted,
     /// Its (auditID, stage) is already stored or pending.
     Duplicate,
+}
+
+/// What opening the store found and repaired.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Segments found damaged, moved to `quarantine/`, with the reason.
+    pub quarantined: Vec<(PathBuf, String)>,
+    /// Events replayed from the WAL (accepted before a crash, not yet in Parquet).
+    pub replayed: u64,
+    /// Events in the WAL that were already in Parquet.
+    pub replayed_duplicates: u64,
+    /// WAL damage found and repaired.
+    pub wal_damage: Vec<WalDamage>,
+    /// WAL records that held no readable event.
+    pub unreadable_records: u64,
+}
+
+/// Counters of a writer, shared with its segment thread (for metrics and status).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Events accepted into the WAL buffer (durable after the next commit).
+    pub appended: AtomicU64,
+    /// Duplicates skipped.
+    pub duplicates: AtomicU64,
+    /// Events committed to Parquet segments.
+    pub stored: AtomicU64,
+    /// Segments written.
+    pub segments_written: AtomicU64,
+    /// WAL commits (fsyncs).
+    pub commits: AtomicU64,
+}
+
+enum Job {
+    Store {
+        days: Vec<(i64, RecordBatch)>,
+        rows: u64,
+        wal_through: u64,
+    },
+    Compact(
+        CompactionOptions,
+        SyncSender<Result<CompactionReport, StoreError>>,
+    ),
+    Prune(
+        Retention,
+        i64,
+        SyncSender<Result<RetentionReport, StoreError>>,
+    ),
+    Barrier(SyncSender<()>),
+}
+
+/// The segment thread's state shared with the writer.
+#[derive(Default)]
+struct Shared {
+    failure: Mutex<Option<String>>,
+    stats: Arc<WriterStats>,
+}
+
+impl Shared {
+    fn failed(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
 }
 
 /// The writer of one data directory. One process writes a data directory at a time (a lock
@@ -63,222 +137,349 @@ pub struct EventWriter {
     keys: HashSet<u64>,
     pending: BTreeMap<i64, EventBatchBuilder>,
     pending_rows: usize,
-    quarantined: Vec<(PathBuf, String)>,
+    pending_since: Option<Instant>,
+    wal: Wal,
+    poisoned: Option<String>,
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    recovery: Recovery,
     _lock: File,
 }
 
-/// The folder of the events table.
-pub fn events_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("events")
-}
-
-const DAY_MICROS: i64 = 86_400_000_000;
-
-fn day_folder(day: i64) -> String {
-    let date = kubetrail_event::Timestamp::from_micros(day * DAY_MICROS).to_datetime();
-    format!("date={}", date.format("%Y-%m-%d"))
-}
-
-/// Every committed segment of the table.
-pub fn segments(data_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let mut files = Vec::new();
-    let events = events_dir(data_dir);
-    if !events.exists() {
-        return Ok(files);
-    }
-    for partition in fs::read_dir(&events).map_err(|e| StoreError::io(&events, e))? {
-        let partition = partition.map_err(|e| StoreError::io(&events, e))?.path();
-        if !partition.is_dir() {
-            continue;
-        }
-        for file in fs::read_dir(&partition).map_err(|e| StoreError::io(&partition, e))? {
-            let path = file.map_err(|e| StoreError::io(&partition, e))?.path();
-            if path.extension().is_some_and(|e| e == "parquet") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn key(audit_id: &str, stage: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    audit_id.hash(&mut hasher);
-    stage.hash(&mut hasher);
-    hasher.finish()
-}
-
 impl EventWriter {
-    /// Opens (creating if needed) the data directory for writing.
+    /// Opens (creating if needed) the data directory for writing, finishing what a crash
+    /// interrupted: temporary files, compactions, and the WAL (replayed exactly once).
     pub fn open(dir: &Path, options: WriterOptions) -> Result<EventWriter, StoreError> {
         fs::create_dir_all(events_dir(dir)).map_err(|e| StoreError::io(dir, e))?;
         let lock_path = dir.join("LOCK");
         let lock = File::create(&lock_path).map_err(|e| StoreError::io(&lock_path, e))?;
         lock.try_lock()
             .map_err(|_| StoreError::Locked(dir.to_path_buf()))?;
+        segment::finish_interrupted_compactions(dir)?;
         let mut keys = HashSet::new();
-        let mut quarantined = Vec::new();
-        for segment in segments(dir)? {
-            if let Err(e) = load_keys(&segment, &mut keys) {
-                // A damaged segment must not make the rest unreadable: it is moved aside,
-                // kept for inspection, and reported.
-                quarantine(dir, &segment)?;
-                quarantined.push((segment, e.to_string()));
+        let mut recovery = Recovery::default();
+        let mut stored = 0;
+        for path in segment::segments(dir)? {
+            match segment::load_keys(&path, &mut keys) {
+                Ok(rows) => stored += rows,
+                Err(e) => {
+                    // A damaged segment must not make the rest unreadable: it is moved aside,
+                    // kept for inspection, and reported.
+                    segment::quarantine(dir, &path)?;
+                    recovery.quarantined.push((path, e.to_string()));
+                }
             }
         }
-        Ok(EventWriter {
+        let leftover = wal::files(dir)?;
+        let wal = Wal::create(dir)?;
+        let shared = Arc::new(Shared::default());
+        shared.stats.stored.store(stored, Ordering::Relaxed);
+        let (jobs, receiver) = sync_channel(1);
+        let thread = {
+            let thread_dir = dir.to_path_buf();
+            let shared = shared.clone();
+            let segments = options.segments.clone();
+            std::thread::Builder::new()
+                .name("kubetrail-segments".to_owned())
+                .spawn(move || segment_thread(&thread_dir, &segments, &receiver, &shared))
+                .map_err(|e| StoreError::io(dir, e))?
+        };
+        let mut writer = EventWriter {
             dir: dir.to_path_buf(),
             options,
             keys,
             pending: BTreeMap::new(),
             pending_rows: 0,
-            quarantined,
+            pending_since: None,
+            wal,
+            poisoned: None,
+            jobs: Some(jobs),
+            thread: Some(thread),
+            shared,
+            recovery,
             _lock: lock,
-        })
+        };
+        writer.replay(&leftover)?;
+        Ok(writer)
     }
 
-    /// Segments found damaged when the store opened, moved to `quarantine/`, with the reason.
-    pub fn quarantined(&self) -> &[(PathBuf, String)] {
-        &self.quarantined
+    /// Replays WAL files a previous process left: their events are pending again, and the
+    /// files are deleted with the first flush (or at once when nothing in them was new).
+    fn replay(&mut self, files: &[(u64, PathBuf)]) -> Result<(), StoreError> {
+        let Some((last, _)) = files.last() else {
+            return Ok(());
+        };
+        let options = DecodeOptions {
+            format: Some(InputFormat::Json),
+            ..DecodeOptions::default()
+        };
+        for (_, path) in files {
+            let mut records: Vec<(String, i64, Vec<u8>)> = Vec::new();
+            let damage = wal::replay_file(&self.dir, path, |r| {
+                records.push((r.cluster.to_owned(), r.ingest_micros, r.json.to_vec()));
+            })?;
+            self.recovery.wal_damage.extend(damage);
+            for (cluster, ingest_micros, json) in records {
+                let mut decoder = Decoder::new(options.clone());
+                let mut event = None;
+                let mut take = |d: Decoded<'_>| {
+                    if let Decoded::Event(e, _) = d {
+                        event = Some(e.into_owned());
+                    }
+                };
+                decoder.feed(&json, &mut take);
+                decoder.finish(&mut take);
+                let Some(event) = event else {
+                    self.recovery.unreadable_records += 1;
+                    continue;
+                };
+                if self.insert_pending(&event, &cluster, ingest_micros) {
+                    self.recovery.replayed += 1;
+                } else {
+                    self.recovery.replayed_duplicates += 1;
+                }
+            }
+        }
+        if self.pending_rows > 0 {
+            // The events are already in the closed WAL files: store them and let the segment
+            // thread delete those files.
+            self.hand_off(*last)
+        } else {
+            wal::remove_through(&self.dir, *last)
+        }
     }
 
-    /// Adds an event from `cluster`; `ingest_micros` files events that carry no time.
+    /// What opening the store found and repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Counters, shared: keep the `Arc` to read them while the writer works.
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.shared.stats.clone()
+    }
+
+    fn check_healthy(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.poisoned.clone().or_else(|| self.shared.failed()) {
+            return Err(StoreError::Stopped(reason));
+        }
+        Ok(())
+    }
+
+    /// Dedups and adds to the pending rows; false for a duplicate.
+    fn insert_pending(&mut self, event: &AuditEvent<'_>, cluster: &str, ingest: i64) -> bool {
+        if !self
+            .keys
+            .insert(segment::key(&event.audit_id, event.stage.as_str()))
+        {
+            return false;
+        }
+        let time = event.time().map_or(ingest, |t| t.as_micros());
+        self.pending
+            .entry(time.div_euclid(DAY_MICROS))
+            .or_default()
+            .append(event, cluster, time);
+        self.pending_rows += 1;
+        self.pending_since.get_or_insert_with(Instant::now);
+        true
+    }
+
+    /// Adds an event from `cluster`; `ingest_micros` files events that carry no time. The event
+    /// is accepted once [`commit`](Self::commit) returns.
     pub fn append(
         &mut self,
         event: &AuditEvent<'_>,
         cluster: &str,
         ingest_micros: i64,
     ) -> Result<Appended, StoreError> {
-        if !self.keys.insert(key(&event.audit_id, event.stage.as_str())) {
+        self.check_healthy()?;
+        if !self.insert_pending(event, cluster, ingest_micros) {
+            self.shared.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(Appended::Duplicate);
         }
-        let time = event.time().map_or(ingest_micros, |t| t.as_micros());
-        self.pending
-            .entry(time.div_euclid(DAY_MICROS))
-            .or_default()
-            .append(event, cluster, time);
-        self.pending_rows += 1;
+        self.wal.append(&WalRecord {
+            cluster,
+            ingest_micros,
+            json: event.raw.as_str().as_bytes(),
+        });
+        self.shared.stats.appended.fetch_add(1, Ordering::Relaxed);
         if self.pending_rows >= self.options.flush_rows {
             self.flush()?;
+        } else if self.wal.uncommitted_bytes() >= self.options.auto_commit_bytes {
+            self.commit()?;
         }
         Ok(Appended::Accepted)
     }
 
-    /// Writes every pending event as segments.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut self.pending);
-        for (day, mut builder) in pending {
-            let batch = builder.finish();
-            self.write_segment(day, &sort_by_time(&batch)?)?;
+    /// Makes every appended event durable (WAL write + fsync): the group commit.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.check_healthy()?;
+        if self.wal.uncommitted_bytes() == 0 {
+            return Ok(());
         }
-        self.pending_rows = 0;
+        // On failure the file may end in a torn record; nothing more may be appended after
+        // it. The next open truncates it (those events were never acknowledged).
+        self.wal.commit().map_err(|e| self.poison(&e))?;
+        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn write_segment(&self, day: i64, batch: &RecordBatch) -> Result<(), StoreError> {
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let folder = events_dir(&self.dir).join(day_folder(day));
-        fs::create_dir_all(&folder).map_err(|e| StoreError::io(&folder, e))?;
-        let name = format!(
-            "part-{}-{}-{}.parquet",
-            chrono_now_micros(),
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        let final_path = folder.join(&name);
-        let tmp_path = folder.join(format!(".{name}.tmp"));
-        let result = (|| {
-            let file = File::create(&tmp_path).map_err(|e| StoreError::io(&tmp_path, e))?;
-            let properties = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(
-                    ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
-                ))
-                .set_max_row_group_row_count(Some(self.options.row_group_rows.max(1)))
-                .build();
-            let mut writer = ArrowWriter::try_new(file, schema(), Some(properties))
-                .map_err(|e| StoreError::parquet(&tmp_path, e))?;
-            writer
-                .write(batch)
-                .map_err(|e| StoreError::parquet(&tmp_path, e))?;
-            let file = writer
-                .into_inner()
-                .map_err(|e| StoreError::parquet(&tmp_path, e))?;
-            file.sync_all().map_err(|e| StoreError::io(&tmp_path, e))?;
-            fs::rename(&tmp_path, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
-            File::open(&folder)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| StoreError::io(&folder, e))
-        })();
-        if result.is_err() {
-            // Nothing half-written may become visible; the temporary name is never read.
-            let _ = fs::remove_file(&tmp_path);
+    fn poison(&mut self, error: &StoreError) -> StoreError {
+        let reason = format!("write-ahead log failed: {error}");
+        self.poisoned = Some(reason.clone());
+        StoreError::Stopped(reason)
+    }
+
+    /// Events pending for Parquet, and for how long the oldest has waited.
+    pub fn pending(&self) -> (usize, Option<Duration>) {
+        (
+            self.pending_rows,
+            self.pending_since.map(|since| since.elapsed()),
+        )
+    }
+
+    /// Commits the WAL and hands the pending events to the segment thread (blocking while a
+    /// previous hand-off still waits).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.check_healthy()?;
+        if self.pending_rows == 0 {
+            return Ok(());
         }
+        let closed = self.wal.rotate().map_err(|e| self.poison(&e))?;
+        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.hand_off(closed)
+    }
+
+    fn hand_off(&mut self, wal_through: u64) -> Result<(), StoreError> {
+        let days = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(day, mut builder)| (day, builder.finish()))
+            .collect();
+        let rows = self.pending_rows as u64;
+        self.pending_rows = 0;
+        self.pending_since = None;
+        self.send(Job::Store {
+            days,
+            rows,
+            wal_through,
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(StoreError::Stopped(self.shared.failed().unwrap_or_else(
+                || "the segment thread has stopped".to_owned(),
+            )))
+        }
+    }
+
+    /// Flushes and waits until every event appended so far is in Parquet.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        let (done, wait) = sync_channel(1);
+        self.send(Job::Barrier(done))?;
+        let _ = wait.recv();
+        self.check_healthy()
+    }
+
+    /// Merges small segments (on the segment thread, after pending writes).
+    pub fn compact(&mut self, options: CompactionOptions) -> Result<CompactionReport, StoreError> {
+        let (reply, answer) = sync_channel(1);
+        self.send(Job::Compact(options, reply))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Stopped("the segment thread has stopped".to_owned()))?
+    }
+
+    /// Applies retention as of `now_micros` (on the segment thread, after pending writes).
+    pub fn prune(
+        &mut self,
+        retention: Retention,
+        now_micros: i64,
+    ) -> Result<RetentionReport, StoreError> {
+        let (reply, answer) = sync_channel(1);
+        self.send(Job::Prune(retention, now_micros, reply))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Stopped("the segment thread has stopped".to_owned()))?
+    }
+
+    /// Stores everything and stops the segment thread.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        let result = self.sync();
+        self.stop_thread();
         result
     }
-}
 
-/// Moves a damaged segment out of the table into `quarantine/`.
-fn quarantine(data_dir: &Path, segment: &Path) -> Result<(), StoreError> {
-    let folder = data_dir.join("quarantine");
-    fs::create_dir_all(&folder).map_err(|e| StoreError::io(&folder, e))?;
-    let partition = segment
-        .parent()
-        .and_then(Path::file_name)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = segment
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let target = folder.join(format!("{partition}-{name}"));
-    fs::rename(segment, &target).map_err(|e| StoreError::io(segment, e))
-}
-
-fn chrono_now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
-fn sort_by_time(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
-    let indices = sort_to_indices(batch.column(0), Some(SortOptions::default()), None)
-        .map_err(StoreError::Arrow)?;
-    take_record_batch(batch, &indices).map_err(StoreError::Arrow)
-}
-
-/// Adds the (auditID, stage) keys of a segment.
-fn load_keys(path: &Path, keys: &mut HashSet<u64>) -> Result<(), StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| StoreError::parquet(path, e))?;
-    let schema = builder.parquet_schema();
-    let columns: Vec<usize> = ["audit_id", "stage"]
-        .iter()
-        .filter_map(|name| schema.columns().iter().position(|c| c.name() == *name))
-        .collect();
-    let mask = ProjectionMask::leaves(schema, columns);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| StoreError::parquet(path, e))?;
-    for batch in reader {
-        let batch = batch.map_err(StoreError::Arrow)?;
-        let ids = batch
-            .column_by_name("audit_id")
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
-        let stages = batch
-            .column_by_name("stage")
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
-        let (Some(ids), Some(stages)) = (ids, stages) else {
-            return Err(StoreError::Corrupt(
-                path.to_path_buf(),
-                "no audit_id/stage columns".to_owned(),
-            ));
-        };
-        for i in 0..ids.len() {
-            keys.insert(key(ids.value(i), stages.value(i)));
+    fn stop_thread(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
-    Ok(())
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        // Without `close`, appended events stay in the WAL (committed or not) and pending
+        // hand-offs finish; the next open replays whatever is not yet in Parquet.
+        self.stop_thread();
+    }
+}
+
+fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, shared: &Shared) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Store {
+                days,
+                rows,
+                wal_through,
+            } => {
+                if shared.failed().is_some() {
+                    // Order matters: after a failed hand-off, later ones must not delete the
+                    // WAL files the failed one still needs.
+                    continue;
+                }
+                let result = days
+                    .iter()
+                    .try_for_each(|(day, batch)| {
+                        segment::write_day(dir, *day, batch, options).map(|_| {
+                            shared
+                                .stats
+                                .segments_written
+                                .fetch_add(1, Ordering::Relaxed);
+                        })
+                    })
+                    .and_then(|()| wal::remove_through(dir, wal_through));
+                match result {
+                    Ok(()) => {
+                        shared.stats.stored.fetch_add(rows, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        if let Ok(mut failure) = shared.failure.lock() {
+                            *failure = Some(format!(
+                                "cannot write segments: {e}; the events are kept in the write-ahead log and stored when the store is opened again"
+                            ));
+                        }
+                    }
+                }
+            }
+            Job::Compact(compaction, reply) => {
+                let _ = reply.send(segment::compact(dir, &compaction, options));
+            }
+            Job::Prune(retention, now, reply) => {
+                let _ = reply.send(segment::prune(dir, retention, now));
+            }
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
 }

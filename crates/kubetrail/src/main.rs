@@ -8,6 +8,7 @@ mod input;
 mod output;
 mod policy;
 mod store;
+mod units;
 
 use std::process::ExitCode;
 

@@ -12,7 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kubetrail_event::{Decoded, Redactor, Timestamp};
 use kubetrail_policy::{Applied, Evaluator, apply_policy};
 use kubetrail_query::{CompileOptions, DataFusionDialect, Matcher, compile, parse};
-use kubetrail_store::{Appended, EventWriter, QueryEngine, StoreError, WriterOptions, output};
+use kubetrail_store::{
+    Appended, CompactionOptions, EventWriter, QueryEngine, Retention, StoreError, WriterOptions,
+    output,
+};
 use serde::Serialize;
 
 use crate::cat::{DecodeArgs, FilterArgs, RedactArgs};
@@ -81,9 +84,8 @@ impl TimeRangeArgs {
         };
         let from = match (&self.since, &self.from) {
             (Some(since), _) => {
-                let span = kubetrail_query::parse_duration_micros(since).with_context(|| {
-                    format!("--since {since:?} is not a duration such as 15m, 1h or 7d")
-                })?;
+                let span = crate::units::parse_duration_flag(since)
+                    .with_context(|| format!("--since {since:?}"))?;
                 Some(now_micros() - span)
             }
             (None, Some(from)) => Some(time("from", from)?),
@@ -137,6 +139,43 @@ pub struct SqlArgs {
 pub enum StoreCommand {
     /// Events, bytes on disk, partitions and time range of the store.
     Stats(DataArgs),
+    /// Merge small segments into larger ones (a running `serve` does this by itself).
+    Compact(DataArgs),
+    /// Delete data past the retention limits (a running `serve` does this by itself).
+    Prune(PruneArgs),
+}
+
+/// Retention limits.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Delete days that ended longer ago than this (`30d`, `12h`).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Delete the oldest data until the table takes at most this much (`10GiB`, `500MB`).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+}
+
+impl PruneArgs {
+    pub fn retention(&self) -> Result<Retention> {
+        if self.max_age.is_none() && self.max_size.is_none() {
+            bail!("say what to keep: --max-age DURATION and/or --max-size SIZE");
+        }
+        Ok(Retention {
+            max_age_micros: self
+                .max_age
+                .as_deref()
+                .map(crate::units::parse_duration_flag)
+                .transpose()?,
+            max_bytes: self
+                .max_size
+                .as_deref()
+                .map(crate::units::parse_size)
+                .transpose()?,
+        })
+    }
 }
 
 fn now_micros() -> i64 {
@@ -233,14 +272,8 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     } else {
         args.files.iter().map(|f| Input::from_arg(f)).collect()
     };
-    let writer = EventWriter::open(&args.data.data, WriterOptions::default())
-        .with_context(|| format!("cannot open the store in {}", args.data.data.display()))?;
-    for (path, reason) in writer.quarantined() {
-        eprintln!(
-            "kubetrail: {}: damaged segment moved to quarantine/: {reason}",
-            path.display()
-        );
-    }
+    let writer = open_writer(&args.data.data)?;
+    report_recovery(&writer);
     let progress = std::io::stderr().is_terminal().then(|| {
         let total: u64 = inputs.iter().filter_map(Input::size).sum();
         let bar = ProgressBar::new(total);
@@ -270,18 +303,23 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     for input in &inputs {
         run.input_name = input.name();
         let result = decode_input(input, &options, &mut run);
+        if run.error.is_none()
+            && let Err(e) = run.writer.commit()
+        {
+            run.error = Some(e);
+        }
         if let Some(e) = run.error.take() {
             bail!(
-                "import stopped: {e}; events written before this point are stored, the rest are not (run the import again: duplicates are skipped)"
+                "import stopped: {e}\nevents accepted before this point are kept and stored when the store is next opened; run the import again after fixing this (duplicates are skipped)"
             );
         }
         if let Err(e) = result {
             run.diagnostics.input_failed(&e);
         }
     }
-    run.writer.flush().map_err(|e| {
+    run.writer.close().map_err(|e| {
         anyhow::anyhow!(
-            "import stopped: {e}; run it again after fixing this (duplicates are skipped)"
+            "import stopped: {e}\nrun it again after fixing this (duplicates are skipped)"
         )
     })?;
     if let Some(bar) = &run.progress {
@@ -304,6 +342,43 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     sink.write(&line)?;
     sink.flush()?;
     Ok(run.diagnostics.finish())
+}
+
+fn open_writer(data: &Path) -> Result<EventWriter> {
+    EventWriter::open(data, WriterOptions::default())
+        .with_context(|| format!("cannot open the store in {}", data.display()))
+}
+
+/// Tells the operator what opening the store found after a crash or damage.
+pub fn report_recovery(writer: &EventWriter) {
+    let recovery = writer.recovery();
+    for (path, reason) in &recovery.quarantined {
+        eprintln!(
+            "kubetrail: {}: damaged segment moved to quarantine/: {reason}",
+            path.display()
+        );
+    }
+    for damage in &recovery.wal_damage {
+        eprintln!(
+            "kubetrail: {}: byte {}: {} ({} bytes skipped)",
+            damage.file.display(),
+            damage.offset,
+            damage.reason,
+            damage.skipped_bytes
+        );
+    }
+    if recovery.unreadable_records > 0 {
+        eprintln!(
+            "kubetrail: {} write-ahead log records held no readable event and were dropped",
+            recovery.unreadable_records
+        );
+    }
+    if recovery.replayed > 0 {
+        eprintln!(
+            "kubetrail: recovered {} accepted events from the write-ahead log ({} were already stored)",
+            recovery.replayed, recovery.replayed_duplicates
+        );
+    }
 }
 
 fn print_results(
@@ -383,6 +458,7 @@ struct StoreStats {
     events: i64,
     bytes_on_disk: u64,
     segments: usize,
+    wal_bytes: u64,
     partitions: Vec<String>,
     first_event: Option<String>,
     last_event: Option<String>,
@@ -390,6 +466,37 @@ struct StoreStats {
 
 pub fn store(command: &StoreCommand) -> Result<Outcome> {
     match command {
+        StoreCommand::Compact(data) => {
+            let mut writer = open_writer(&data.data)?;
+            report_recovery(&writer);
+            writer.sync()?;
+            let report = writer.compact(CompactionOptions::default())?;
+            writer.close()?;
+            eprintln!(
+                "merged {} segments into {} ({} rows rewritten)",
+                report.merged_segments, report.written_segments, report.rows
+            );
+            Ok(Outcome::Clean)
+        }
+        StoreCommand::Prune(args) => {
+            let retention = args.retention()?;
+            let mut writer = open_writer(&args.data.data)?;
+            report_recovery(&writer);
+            writer.sync()?;
+            let report = writer.prune(retention, now_micros())?;
+            writer.close()?;
+            eprintln!(
+                "deleted {} segments ({} bytes){}",
+                report.deleted_segments,
+                report.deleted_bytes,
+                if report.deleted_partitions.is_empty() {
+                    String::new()
+                } else {
+                    format!("; days removed: {}", report.deleted_partitions.join(", "))
+                }
+            );
+            Ok(Outcome::Clean)
+        }
         StoreCommand::Stats(data) => {
             let engine = open_engine(&data.data)?;
             let segments = kubetrail_store::segments(&data.data)?;
@@ -428,6 +535,7 @@ pub fn store(command: &StoreCommand) -> Result<Outcome> {
                 events,
                 bytes_on_disk,
                 segments: segments.len(),
+                wal_bytes: dir_size(&data.data.join("wal")),
                 partitions,
                 first_event: text(1),
                 last_event: text(2),

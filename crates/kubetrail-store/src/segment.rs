@@ -1,0 +1,497 @@
+//! The Parquet segments of the `events` table on disk: one day partition per folder
+//! (`events/date=2026-03-02/part-….parquet`, Hive style, so DuckDB and Spark read the partitions
+//! too), and everything that changes that set of files: committing a segment, quarantining a
+//! damaged one, compaction and retention.
+//!
+//! A segment becomes visible atomically: it is written under a temporary name, fsynced, renamed
+//! into place and the folder fsynced; a crash leaves either the whole segment or nothing.
+//!
+//! Compaction merges the small segments of a partition into one. The merged segment lists the
+//! files it replaces in its Parquet key-value metadata ([`REPLACES_KEY`]); it is committed first
+//! and the sources deleted afterwards, and [`finish_interrupted_compactions`] (run when a writer
+//! opens) deletes sources that a crash left behind, so no event is ever counted twice for longer
+//! than that window.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::compute::{SortOptions, sort_to_indices, take_record_batch};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::StoreError;
+use crate::schema::schema;
+
+/// Parquet metadata key of a compacted segment: the JSON list of the file names it replaces.
+pub const REPLACES_KEY: &str = "kubetrail.replaces";
+
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The folder of the events table.
+pub fn events_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("events")
+}
+
+pub(crate) fn day_folder(day: i64) -> String {
+    let date = kubetrail_event::Timestamp::from_micros(day * DAY_MICROS).to_datetime();
+    format!("date={}", date.format("%Y-%m-%d"))
+}
+
+/// Every committed segment of the table, in partition (day) order, then in write order.
+pub fn segments(data_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut files = Vec::new();
+    let events = events_dir(data_dir);
+    if !events.exists() {
+        return Ok(files);
+    }
+    for partition in fs::read_dir(&events).map_err(|e| StoreError::io(&events, e))? {
+        let partition = partition.map_err(|e| StoreError::io(&events, e))?.path();
+        if !partition.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&partition).map_err(|e| StoreError::io(&partition, e))? {
+            let path = file.map_err(|e| StoreError::io(&partition, e))?.path();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The dedup key of an event.
+pub(crate) fn key(audit_id: &str, stage: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    audit_id.hash(&mut hasher);
+    stage.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn new_segment_name(suffix: &str) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "part-{}-{}-{}{suffix}.parquet",
+        now_micros(),
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// How segments are encoded.
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// zstd level of Parquet pages.
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions {
+            zstd_level: 3,
+            row_group_rows: 128 * 1024,
+        }
+    }
+}
+
+fn properties(options: &SegmentOptions, replaces: Option<String>) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(options.zstd_level).unwrap_or_default(),
+        ))
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_key_value_metadata(replaces.map(|r| vec![KeyValue::new(REPLACES_KEY.to_owned(), r)]))
+        .build()
+}
+
+/// Writes a segment under a temporary name with `write`, then makes it visible atomically.
+fn commit_segment(
+    folder: &Path,
+    name: &str,
+    properties: WriterProperties,
+    write: impl FnOnce(&mut ArrowWriter<File>, &Path) -> Result<(), StoreError>,
+) -> Result<PathBuf, StoreError> {
+    fs::create_dir_all(folder).map_err(|e| StoreError::io(folder, e))?;
+    let final_path = folder.join(name);
+    let tmp_path = folder.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let file = File::create(&tmp_path).map_err(|e| StoreError::io(&tmp_path, e))?;
+        let mut writer = ArrowWriter::try_new(file, schema(), Some(properties))
+            .map_err(|e| StoreError::parquet(&tmp_path, e))?;
+        write(&mut writer, &tmp_path)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| StoreError::parquet(&tmp_path, e))?;
+        file.sync_all().map_err(|e| StoreError::io(&tmp_path, e))?;
+        fs::rename(&tmp_path, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
+        crate::wal::sync_dir(folder)
+    })();
+    if result.is_err() {
+        // Nothing half-written may become visible; the temporary name is never read.
+        let _ = fs::remove_file(&tmp_path);
+    }
+    result.map(|()| final_path)
+}
+
+/// Commits one day's events as a new segment, sorted by time.
+pub(crate) fn write_day(
+    data_dir: &Path,
+    day: i64,
+    batch: &RecordBatch,
+    options: &SegmentOptions,
+) -> Result<PathBuf, StoreError> {
+    let indices = sort_to_indices(batch.column(0), Some(SortOptions::default()), None)?;
+    let sorted = take_record_batch(batch, &indices)?;
+    let folder = events_dir(data_dir).join(day_folder(day));
+    commit_segment(
+        &folder,
+        &new_segment_name(""),
+        properties(options, None),
+        |writer, path| {
+            writer
+                .write(&sorted)
+                .map_err(|e| StoreError::parquet(path, e))
+        },
+    )
+}
+
+/// Moves a damaged segment out of the table into `quarantine/`.
+pub(crate) fn quarantine(data_dir: &Path, segment: &Path) -> Result<(), StoreError> {
+    let folder = data_dir.join("quarantine");
+    fs::create_dir_all(&folder).map_err(|e| StoreError::io(&folder, e))?;
+    let partition = segment
+        .parent()
+        .and_then(Path::file_name)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = segment
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = folder.join(format!("{partition}-{name}"));
+    fs::rename(segment, &target).map_err(|e| StoreError::io(segment, e))
+}
+
+/// The files a compacted segment replaces, from its metadata.
+fn replaced_by(path: &Path) -> Result<Vec<String>, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| StoreError::parquet(path, e))?;
+    let value = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == REPLACES_KEY))
+        .and_then(|k| k.value.clone());
+    Ok(value
+        .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
+        .unwrap_or_default())
+}
+
+/// Deletes temporary files of interrupted writes and the sources of interrupted compactions.
+pub(crate) fn finish_interrupted_compactions(data_dir: &Path) -> Result<(), StoreError> {
+    let events = events_dir(data_dir);
+    if !events.exists() {
+        return Ok(());
+    }
+    for partition in fs::read_dir(&events).map_err(|e| StoreError::io(&events, e))? {
+        let partition = partition.map_err(|e| StoreError::io(&events, e))?.path();
+        if !partition.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&partition).map_err(|e| StoreError::io(&partition, e))? {
+            let path = file.map_err(|e| StoreError::io(&partition, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            }
+        }
+    }
+    for segment in segments(data_dir)? {
+        if !is_compacted(&segment) {
+            continue;
+        }
+        // A damaged compacted segment is dealt with when keys are loaded; its sources stay.
+        let Ok(sources) = replaced_by(&segment) else {
+            continue;
+        };
+        let folder = segment.parent().unwrap_or(Path::new("."));
+        for source in sources {
+            let path = folder.join(&source);
+            if path.exists() {
+                fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_compacted(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with("-c.parquet"))
+}
+
+/// Adds the (auditID, stage) keys of a segment; returns its row count.
+pub(crate) fn load_keys(path: &Path, keys: &mut HashSet<u64>) -> Result<u64, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| StoreError::parquet(path, e))?;
+    let schema = builder.parquet_schema();
+    let columns: Vec<usize> = ["audit_id", "stage"]
+        .iter()
+        .filter_map(|name| schema.columns().iter().position(|c| c.name() == *name))
+        .collect();
+    let mask = ProjectionMask::leaves(schema, columns);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| StoreError::parquet(path, e))?;
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch?;
+        let ids = batch
+            .column_by_name("audit_id")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let stages = batch
+            .column_by_name("stage")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let (Some(ids), Some(stages)) = (ids, stages) else {
+            return Err(StoreError::Corrupt(
+                path.to_path_buf(),
+                "no audit_id/stage columns".to_owned(),
+            ));
+        };
+        for i in 0..ids.len() {
+            keys.insert(key(ids.value(i), stages.value(i)));
+        }
+        rows += ids.len() as u64;
+    }
+    Ok(rows)
+}
+
+/// When segments are merged.
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Segments smaller than this (bytes) are merged.
+    pub small_segment_bytes: u64,
+    /// A merged segment stops growing at about this many bytes of input segments.
+    pub target_bytes: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            small_segment_bytes: 32 << 20,
+            target_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments merged away.
+    pub merged_segments: usize,
+    /// Segments written.
+    pub written_segments: usize,
+    /// Rows rewritten.
+    pub rows: u64,
+}
+
+fn size(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Merges the small segments of every partition (see the module docs for crash safety).
+pub(crate) fn compact(
+    data_dir: &Path,
+    options: &CompactionOptions,
+    segment_options: &SegmentOptions,
+) -> Result<CompactionReport, StoreError> {
+    let mut by_partition: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for segment in segments(data_dir)? {
+        if size(&segment) < options.small_segment_bytes
+            && let Some(folder) = segment.parent()
+        {
+            by_partition
+                .entry(folder.to_path_buf())
+                .or_default()
+                .push(segment);
+        }
+    }
+    let mut report = CompactionReport::default();
+    for (folder, small) in by_partition {
+        let mut group: Vec<PathBuf> = Vec::new();
+        let mut group_bytes = 0;
+        for segment in small {
+            group_bytes += size(&segment);
+            group.push(segment);
+            if group_bytes >= options.target_bytes {
+                merge(
+                    &folder,
+                    &std::mem::take(&mut group),
+                    segment_options,
+                    &mut report,
+                )?;
+                group_bytes = 0;
+            }
+        }
+        if group.len() > 1 {
+            merge(&folder, &group, segment_options, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+fn merge(
+    folder: &Path,
+    sources: &[PathBuf],
+    options: &SegmentOptions,
+    report: &mut CompactionReport,
+) -> Result<(), StoreError> {
+    if sources.len() < 2 {
+        return Ok(());
+    }
+    let names: Vec<String> = sources
+        .iter()
+        .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let replaces = serde_json::to_string(&names).expect("strings serialize");
+    let mut rows = 0;
+    commit_segment(
+        folder,
+        &new_segment_name("-c"),
+        properties(options, Some(replaces)),
+        |writer, tmp| {
+            for source in sources {
+                let file = File::open(source).map_err(|e| StoreError::io(source, e))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.with_batch_size(8192).build())
+                    .map_err(|e| StoreError::parquet(source, e))?;
+                for batch in reader {
+                    let batch = batch?;
+                    rows += batch.num_rows() as u64;
+                    writer
+                        .write(&batch)
+                        .map_err(|e| StoreError::parquet(tmp, e))?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    for source in sources {
+        fs::remove_file(source).map_err(|e| StoreError::io(source, e))?;
+    }
+    crate::wal::sync_dir(folder)?;
+    report.merged_segments += sources.len();
+    report.written_segments += 1;
+    report.rows += rows;
+    Ok(())
+}
+
+/// How long and how much to keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Delete days that ended more than this many microseconds ago.
+    pub max_age_micros: Option<i64>,
+    /// Delete the oldest data until the table takes at most this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// What retention deleted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub deleted_segments: usize,
+    /// Bytes freed.
+    pub deleted_bytes: u64,
+    /// Day partitions removed entirely.
+    pub deleted_partitions: Vec<String>,
+}
+
+/// Applies retention: whole days past the age limit, then the oldest segments (oldest day
+/// first, oldest written first) until the size limit holds.
+pub(crate) fn prune(
+    data_dir: &Path,
+    retention: Retention,
+    now_micros: i64,
+) -> Result<RetentionReport, StoreError> {
+    let mut report = RetentionReport::default();
+    let all = segments(data_dir)?;
+    let mut remaining: Vec<(PathBuf, u64)> = Vec::new();
+    for segment in all {
+        let bytes = size(&segment);
+        let expired = retention.max_age_micros.is_some_and(|age| {
+            partition_end_micros(&segment).is_some_and(|end| end <= now_micros - age)
+        });
+        if expired {
+            delete_segment(&segment, bytes, &mut report)?;
+        } else {
+            remaining.push((segment, bytes));
+        }
+    }
+    if let Some(max_bytes) = retention.max_bytes {
+        let mut total: u64 = remaining.iter().map(|(_, b)| b).sum();
+        for (segment, bytes) in &remaining {
+            if total <= max_bytes {
+                break;
+            }
+            delete_segment(segment, *bytes, &mut report)?;
+            total -= bytes;
+        }
+    }
+    let events = events_dir(data_dir);
+    if events.exists() {
+        for partition in fs::read_dir(&events).map_err(|e| StoreError::io(&events, e))? {
+            let partition = partition.map_err(|e| StoreError::io(&events, e))?.path();
+            let empty = fs::read_dir(&partition).is_ok_and(|mut d| d.next().is_none());
+            if partition.is_dir() && empty {
+                fs::remove_dir(&partition).map_err(|e| StoreError::io(&partition, e))?;
+                if let Some(name) = partition.file_name() {
+                    report
+                        .deleted_partitions
+                        .push(name.to_string_lossy().into_owned());
+                }
+            }
+        }
+        crate::wal::sync_dir(&events)?;
+    }
+    report.deleted_partitions.sort();
+    Ok(report)
+}
+
+fn delete_segment(
+    segment: &Path,
+    bytes: u64,
+    report: &mut RetentionReport,
+) -> Result<(), StoreError> {
+    fs::remove_file(segment).map_err(|e| StoreError::io(segment, e))?;
+    report.deleted_segments += 1;
+    report.deleted_bytes += bytes;
+    Ok(())
+}
+
+/// The end of the day a segment's partition covers.
+fn partition_end_micros(segment: &Path) -> Option<i64> {
+    let name = segment.parent()?.file_name()?.to_str()?;
+    let date = name.strip_prefix("date=")?;
+    let start = kubetrail_event::Timestamp::parse(&format!("{date}T00:00:00Z"))?;
+    Some(start.as_micros() + DAY_MICROS)
+}

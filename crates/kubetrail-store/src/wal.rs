@@ -1,0 +1,426 @@
+//! The write-ahead log: where an event becomes *accepted*.
+//!
+//! Appended events are framed into an in-memory buffer; [`Wal::commit`] writes the buffer and
+//! fsyncs the file (`fdatasync`), and only then does the caller acknowledge the events (the
+//! webhook answers 2xx, an import counts them). Many appends share one commit: that is the group
+//! commit that makes durability affordable.
+//!
+//! The log is a sequence of files `wal/<sequence>.wal`. When the pending events are handed to the
+//! Parquet writer, the current file is closed and a new one started; once their segments are
+//! committed, every file up to the closed one is deleted. Reopening after a crash replays the
+//! remaining files: events already in Parquet are recognised as duplicates, so every accepted
+//! event ends up stored exactly once.
+//!
+//! File format: the 8-byte magic [`MAGIC`], then records `[len: u32 LE][crc32(payload): u32 LE]
+//! [payload]` with payload `[cluster len: u16 LE][cluster][ingest time µs: i64 LE][event JSON]`.
+//! A torn last record (a crash in the middle of a write) is cut off. A record whose checksum does
+//! not match is damage: the reader reports it, keeps a copy of the file in `quarantine/`, and
+//! resynchronises at the next record whose checksum matches, so the rest of the file survives.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
+
+/// First bytes of every WAL file.
+pub(crate) const MAGIC: &[u8; 8] = b"KTWAL\x00\x01\n";
+const HEADER: usize = 8;
+/// No record is larger (the decoder's event limit is 16 MiB); a larger length is damage.
+const MAX_RECORD: usize = 64 << 20;
+
+/// One event as logged.
+pub(crate) struct WalRecord<'a> {
+    pub cluster: &'a str,
+    pub ingest_micros: i64,
+    pub json: &'a [u8],
+}
+
+/// Something wrong found while replaying, reported to the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalDamage {
+    /// The WAL file.
+    pub file: PathBuf,
+    /// Byte offset of the damage.
+    pub offset: u64,
+    /// Bytes that could not be read as records.
+    pub skipped_bytes: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The open log.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    sequence: u64,
+    file: File,
+    path: PathBuf,
+    buffer: Vec<u8>,
+}
+
+pub(crate) fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
+fn file_name(sequence: u64) -> String {
+    format!("{sequence:016}.wal")
+}
+
+/// The WAL files of a data directory with their sequence numbers, oldest first.
+pub(crate) fn files(data_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let dir = wal_dir(data_dir);
+    let mut found = Vec::new();
+    if !dir.exists() {
+        return Ok(found);
+    }
+    for entry in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
+        let path = entry.map_err(|e| StoreError::io(&dir, e))?.path();
+        let sequence = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(sequence) = sequence {
+            found.push((sequence, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Deletes every WAL file up to and including `sequence` (their events are in Parquet).
+pub(crate) fn remove_through(data_dir: &Path, sequence: u64) -> Result<(), StoreError> {
+    for (s, path) in files(data_dir)? {
+        if s <= sequence {
+            fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        }
+    }
+    sync_dir(&wal_dir(data_dir))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+impl Wal {
+    /// Starts a new WAL file after every existing one.
+    pub(crate) fn create(data_dir: &Path) -> Result<Wal, StoreError> {
+        let dir = wal_dir(data_dir);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let sequence = files(data_dir)?.last().map_or(1, |(s, _)| s + 1);
+        let (file, path) = new_file(&dir, sequence)?;
+        Ok(Wal {
+            dir,
+            sequence,
+            file,
+            path,
+            buffer: Vec::with_capacity(1 << 20),
+        })
+    }
+
+    /// Adds a record to the next commit.
+    pub(crate) fn append(&mut self, record: &WalRecord<'_>) {
+        let cluster = &record.cluster.as_bytes()[..record.cluster.len().min(u16::MAX as usize)];
+        let len = 2 + cluster.len() + 8 + record.json.len();
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(&(len as u32).to_le_bytes());
+        self.buffer.extend_from_slice(&[0; 4]);
+        self.buffer
+            .extend_from_slice(&(cluster.len() as u16).to_le_bytes());
+        self.buffer.extend_from_slice(cluster);
+        self.buffer
+            .extend_from_slice(&record.ingest_micros.to_le_bytes());
+        self.buffer.extend_from_slice(record.json);
+        let crc = crc32fast::hash(&self.buffer[start + 8..]);
+        self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Bytes appended since the last commit.
+    pub(crate) fn uncommitted_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Writes and fsyncs everything appended: afterwards those events survive any crash.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .file
+            .write_all(&self.buffer)
+            .and_then(|()| self.file.sync_data());
+        self.buffer.clear();
+        result.map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    /// Commits, closes the current file and starts the next one; returns the closed file's
+    /// sequence number (everything up to it may be deleted once stored in Parquet).
+    pub(crate) fn rotate(&mut self) -> Result<u64, StoreError> {
+        self.commit()?;
+        let closed = self.sequence;
+        let (file, path) = new_file(&self.dir, closed + 1)?;
+        self.sequence = closed + 1;
+        self.file = file;
+        self.path = path;
+        Ok(closed)
+    }
+}
+
+fn new_file(dir: &Path, sequence: u64) -> Result<(File, PathBuf), StoreError> {
+    let path = dir.join(file_name(sequence));
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    file.write_all(MAGIC)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+/// Reads every record of one WAL file, repairing what can be repaired (see the module docs).
+pub(crate) fn replay_file(
+    data_dir: &Path,
+    path: &Path,
+    mut on_record: impl FnMut(WalRecord<'_>),
+) -> Result<Vec<WalDamage>, StoreError> {
+    let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let mut damage = Vec::new();
+    if bytes.len() < HEADER || &bytes[..HEADER] != MAGIC {
+        if bytes.len() >= HEADER || !MAGIC.starts_with(&bytes) {
+            damage.push(WalDamage {
+                file: path.to_path_buf(),
+                offset: 0,
+                skipped_bytes: bytes.len() as u64,
+                reason: "not a kubetrail WAL file (bad magic)".to_owned(),
+            });
+            keep_copy(data_dir, path)?;
+        }
+        return Ok(damage);
+    }
+    let mut offset = HEADER;
+    let mut copied = false;
+    while offset < bytes.len() {
+        match record_at(&bytes, offset) {
+            Ok((record, next)) => {
+                on_record(record);
+                offset = next;
+            }
+            Err(Problem::Torn) => {
+                // A crash during a write: the record was never committed. Cut it off so the
+                // file is clean again.
+                damage.push(WalDamage {
+                    file: path.to_path_buf(),
+                    offset: offset as u64,
+                    skipped_bytes: (bytes.len() - offset) as u64,
+                    reason: "incomplete last record (interrupted write), truncated".to_owned(),
+                });
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| StoreError::io(path, e))?;
+                file.set_len(offset as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| StoreError::io(path, e))?;
+                break;
+            }
+            Err(Problem::Damaged(reason)) => {
+                if !copied {
+                    keep_copy(data_dir, path)?;
+                    copied = true;
+                }
+                let resume = (offset + 1..bytes.len())
+                    .find(|&at| record_at(&bytes, at).is_ok())
+                    .unwrap_or(bytes.len());
+                damage.push(WalDamage {
+                    file: path.to_path_buf(),
+                    offset: offset as u64,
+                    skipped_bytes: (resume - offset) as u64,
+                    reason,
+                });
+                offset = resume;
+            }
+        }
+    }
+    Ok(damage)
+}
+
+enum Problem {
+    Torn,
+    Damaged(String),
+}
+
+fn record_at(bytes: &[u8], offset: usize) -> Result<(WalRecord<'_>, usize), Problem> {
+    let rest = &bytes[offset..];
+    if rest.len() < 8 {
+        return Err(Problem::Torn);
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if !(10..=MAX_RECORD).contains(&len) {
+        return Err(Problem::Damaged(format!("impossible record length {len}")));
+    }
+    if rest.len() < 8 + len {
+        return Err(Problem::Torn);
+    }
+    let payload = &rest[8..8 + len];
+    if crc32fast::hash(payload) != crc {
+        return Err(Problem::Damaged("checksum mismatch".to_owned()));
+    }
+    let cluster_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
+    if 2 + cluster_len + 8 > len {
+        return Err(Problem::Damaged(
+            "cluster name overruns the record".to_owned(),
+        ));
+    }
+    let cluster = std::str::from_utf8(&payload[2..2 + cluster_len])
+        .map_err(|_| Problem::Damaged("cluster name is not UTF-8".to_owned()))?;
+    let ingest_micros = i64::from_le_bytes(
+        payload[2 + cluster_len..10 + cluster_len]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    Ok((
+        WalRecord {
+            cluster,
+            ingest_micros,
+            json: &payload[10 + cluster_len..],
+        },
+        offset + 8 + len,
+    ))
+}
+
+/// Keeps a damaged WAL file for inspection; the original is deleted once its readable events
+/// are stored.
+fn keep_copy(data_dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let folder = data_dir.join("quarantine");
+    fs::create_dir_all(&folder).map_err(|e| StoreError::io(&folder, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = folder.join(format!("wal-{name}"));
+    fs::copy(path, &target).map_err(|e| StoreError::io(&target, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kubetrail-wal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_three(dir: &Path) -> PathBuf {
+        let mut wal = Wal::create(dir).unwrap();
+        for (i, json) in [&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]
+            .iter()
+            .enumerate()
+        {
+            wal.append(&WalRecord {
+                cluster: "prod",
+                ingest_micros: i as i64,
+                json,
+            });
+        }
+        wal.commit().unwrap();
+        wal.path.clone()
+    }
+
+    fn read_all(dir: &Path, path: &Path) -> (Vec<String>, Vec<WalDamage>) {
+        let mut seen = Vec::new();
+        let damage = replay_file(dir, path, |r| {
+            seen.push(format!(
+                "{}/{}/{}",
+                r.cluster,
+                r.ingest_micros,
+                String::from_utf8_lossy(r.json)
+            ))
+        })
+        .unwrap();
+        (seen, damage)
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = temp_dir("round-trip");
+        let path = write_three(&dir);
+        let (seen, damage) = read_all(&dir, &path);
+        assert_eq!(
+            seen,
+            ["prod/0/{\"a\":1}", "prod/1/{\"b\":2}", "prod/2/{\"c\":3}"]
+        );
+        assert!(damage.is_empty());
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_earlier_records_kept() {
+        let dir = temp_dir("torn");
+        let path = write_three(&dir);
+        let full = fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(full - 3).unwrap();
+        let (seen, damage) = read_all(&dir, &path);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(damage.len(), 1);
+        assert!(damage[0].reason.contains("incomplete"), "{damage:?}");
+        // The file was repaired: reading again finds no damage.
+        let (seen, damage) = read_all(&dir, &path);
+        assert_eq!((seen.len(), damage.len()), (2, 0));
+    }
+
+    #[test]
+    fn flipped_byte_skips_one_record_and_keeps_the_rest() {
+        let dir = temp_dir("flip");
+        let path = write_three(&dir);
+        let mut bytes = fs::read(&path).unwrap();
+        let second_record_body = HEADER + (8 + 2 + 4 + 8 + 7) + 8 + 2 + 4 + 8 + 2;
+        bytes[second_record_body] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let (seen, damage) = read_all(&dir, &path);
+        assert_eq!(seen, ["prod/0/{\"a\":1}", "prod/2/{\"c\":3}"]);
+        assert_eq!(damage.len(), 1);
+        assert_eq!(damage[0].reason, "checksum mismatch");
+        assert!(
+            dir.join("quarantine")
+                .join("wal-0000000000000001.wal")
+                .exists()
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_wal_is_reported() {
+        let dir = temp_dir("magic");
+        fs::create_dir_all(wal_dir(&dir)).unwrap();
+        let path = wal_dir(&dir).join(file_name(1));
+        fs::write(&path, b"hello world, not a log").unwrap();
+        let (seen, damage) = read_all(&dir, &path);
+        assert!(seen.is_empty());
+        assert!(damage[0].reason.contains("magic"));
+    }
+
+    #[test]
+    fn rotation_starts_a_new_file_and_removal_deletes_closed_ones() {
+        let dir = temp_dir("rotate");
+        let mut wal = Wal::create(&dir).unwrap();
+        wal.append(&WalRecord {
+            cluster: "",
+            ingest_micros: 0,
+            json: b"{}",
+        });
+        let closed = wal.rotate().unwrap();
+        assert_eq!(closed, 1);
+        assert_eq!(files(&dir).unwrap().len(), 2);
+        remove_through(&dir, closed).unwrap();
+        let left: Vec<u64> = files(&dir).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(left, [2]);
+    }
+}
