@@ -7,8 +7,9 @@
 //!                                       the segment thread ─▶ Parquet committed ─▶ WAL files deleted
 //! ```
 //!
-//! The segment thread also runs compaction and retention, so only one thread ever changes the
-//! set of segment files. Encoding Parquet off the caller's thread lets an import parse on one
+//! Compaction and retention run on a separate maintenance thread, so a long merge never holds
+//! up new segments; the segment thread only adds files, the maintenance thread alone removes
+//! them. Encoding Parquet off the caller's thread lets an import parse on one
 //! core while the other compresses, and keeps a webhook's acknowledgements (which wait only for
 //! the WAL fsync) fast while segments are written. At most one hand-off waits in the queue, which
 //! bounds memory: a caller that outpaces the encoder blocks in `flush`.
@@ -104,16 +105,21 @@ enum Job {
         rows: u64,
         wal_through: u64,
     },
+    Barrier(SyncSender<()>),
+}
+
+/// Work on the segment set that may take long: it runs on its own thread so that it never
+/// holds up the hand-off of new events.
+enum Maintenance {
     Compact(
         CompactionOptions,
-        SyncSender<Result<CompactionReport, StoreError>>,
+        Option<SyncSender<Result<CompactionReport, StoreError>>>,
     ),
     Prune(
         Retention,
         i64,
-        SyncSender<Result<RetentionReport, StoreError>>,
+        Option<SyncSender<Result<RetentionReport, StoreError>>>,
     ),
-    Barrier(SyncSender<()>),
 }
 
 /// The segment thread's state shared with the writer.
@@ -142,6 +148,8 @@ pub struct EventWriter {
     poisoned: Option<String>,
     jobs: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
+    maintenance: Option<SyncSender<Maintenance>>,
+    maintenance_thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     recovery: Recovery,
     _lock: File,
@@ -185,6 +193,15 @@ impl EventWriter {
                 .spawn(move || segment_thread(&thread_dir, &segments, &receiver, &shared))
                 .map_err(|e| StoreError::io(dir, e))?
         };
+        let (maintenance, maintenance_jobs) = sync_channel(1);
+        let maintenance_thread = {
+            let thread_dir = dir.to_path_buf();
+            let segments = options.segments.clone();
+            std::thread::Builder::new()
+                .name("kubetrail-maintenance".to_owned())
+                .spawn(move || maintenance_thread(&thread_dir, &segments, &maintenance_jobs))
+                .map_err(|e| StoreError::io(dir, e))?
+        };
         let mut writer = EventWriter {
             dir: dir.to_path_buf(),
             options,
@@ -196,6 +213,8 @@ impl EventWriter {
             poisoned: None,
             jobs: Some(jobs),
             thread: Some(thread),
+            maintenance: Some(maintenance),
+            maintenance_thread: Some(maintenance_thread),
             shared,
             recovery,
             _lock: lock,
@@ -389,26 +408,43 @@ impl EventWriter {
         self.check_healthy()
     }
 
-    /// Merges small segments (on the segment thread, after pending writes).
+    /// Merges small segments and waits for the result.
     pub fn compact(&mut self, options: CompactionOptions) -> Result<CompactionReport, StoreError> {
         let (reply, answer) = sync_channel(1);
-        self.send(Job::Compact(options, reply))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Stopped("the segment thread has stopped".to_owned()))?
+        self.send_maintenance(Maintenance::Compact(options, Some(reply)))?;
+        answer.recv().map_err(|_| maintenance_stopped())?
     }
 
-    /// Applies retention as of `now_micros` (on the segment thread, after pending writes).
+    /// Applies retention as of `now_micros` and waits for the result.
     pub fn prune(
         &mut self,
         retention: Retention,
         now_micros: i64,
     ) -> Result<RetentionReport, StoreError> {
         let (reply, answer) = sync_channel(1);
-        self.send(Job::Prune(retention, now_micros, reply))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Stopped("the segment thread has stopped".to_owned()))?
+        self.send_maintenance(Maintenance::Prune(retention, now_micros, Some(reply)))?;
+        answer.recv().map_err(|_| maintenance_stopped())?
+    }
+
+    /// Starts a compaction in the background unless one is running.
+    pub fn request_compaction(&self, options: CompactionOptions) {
+        if let Some(m) = &self.maintenance {
+            let _ = m.try_send(Maintenance::Compact(options, None));
+        }
+    }
+
+    /// Starts retention in the background (as of now) unless maintenance is running.
+    pub fn request_prune(&self, retention: Retention) {
+        if let Some(m) = &self.maintenance {
+            let _ = m.try_send(Maintenance::Prune(retention, now_micros(), None));
+        }
+    }
+
+    fn send_maintenance(&self, job: Maintenance) -> Result<(), StoreError> {
+        self.maintenance
+            .as_ref()
+            .and_then(|m| m.send(job).ok())
+            .ok_or_else(maintenance_stopped)
     }
 
     /// Stores everything and stops the segment thread.
@@ -420,7 +456,11 @@ impl EventWriter {
 
     fn stop_thread(&mut self) {
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
+        self.maintenance = None;
+        for thread in [self.thread.take(), self.maintenance_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
     }
@@ -471,14 +511,49 @@ fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, sh
                     }
                 }
             }
-            Job::Compact(compaction, reply) => {
-                let _ = reply.send(segment::compact(dir, &compaction, options));
-            }
-            Job::Prune(retention, now, reply) => {
-                let _ = reply.send(segment::prune(dir, retention, now));
-            }
             Job::Barrier(done) => {
                 let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn maintenance_stopped() -> StoreError {
+    StoreError::Stopped("the maintenance thread has stopped".to_owned())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn maintenance_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Maintenance>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Maintenance::Compact(compaction, reply) => {
+                let result = segment::compact(dir, &compaction, options);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                } else if let Err(e) = result {
+                    tracing::warn!(error = %e, "compaction failed; the segments are unchanged");
+                }
+            }
+            Maintenance::Prune(retention, now, reply) => {
+                let result = segment::prune(dir, retention, now);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                } else {
+                    match result {
+                        Ok(report) if report.deleted_segments > 0 => tracing::info!(
+                            segments = report.deleted_segments,
+                            bytes = report.deleted_bytes,
+                            "retention deleted old data"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "retention failed"),
+                    }
+                }
             }
         }
     }

@@ -7,8 +7,8 @@ mod cat;
 mod input;
 mod output;
 mod policy;
+mod serve;
 mod store;
-mod units;
 
 use std::process::ExitCode;
 
@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
     name = "kubetrail",
     version,
     about,
-    after_help = "Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was skipped (reported on stderr); 4 a check (policy lint) found errors."
+    after_help = "Exit status: 0 success; 1 fatal error; 2 usage error; 3 completed, but bad input was skipped (reported on stderr); 4 a check found errors (policy lint, status of an unhealthy server)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +29,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Receive audit events from API servers (webhook, log files) and keep them in the store.
+    Serve(serve::ServeArgs),
+    /// Show a running server's sources, counters and health.
+    Status(serve::StatusArgs),
     /// Print the events of audit logs, normalized to audit.k8s.io/v1, one per line.
     Cat(cat::CatArgs),
     /// Import audit logs into the store (every input format; duplicates skipped).
@@ -52,6 +56,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Status(args) => serve::status(args),
         Command::Cat(args) => cat::run(args),
         Command::Policy { command } => policy::run(command),
         Command::Import(args) => store::import(args),

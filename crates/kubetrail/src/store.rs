@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use arrow::array::Array;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubetrail_event::{Decoded, Redactor, Timestamp};
-use kubetrail_policy::{Applied, Evaluator, apply_policy};
-use kubetrail_query::{CompileOptions, DataFusionDialect, Matcher, compile, parse};
+use kubetrail_event::{Decoded, Timestamp};
+use kubetrail_pipeline::{Transforms, Verdict};
+use kubetrail_query::{CompileOptions, DataFusionDialect, compile, parse};
 use kubetrail_store::{
     Appended, CompactionOptions, EventWriter, QueryEngine, Retention, StoreError, WriterOptions,
     output,
@@ -84,7 +84,7 @@ impl TimeRangeArgs {
         };
         let from = match (&self.since, &self.from) {
             (Some(since), _) => {
-                let span = crate::units::parse_duration_flag(since)
+                let span = kubetrail_server::units::parse_duration_flag(since)
                     .with_context(|| format!("--since {since:?}"))?;
                 Some(now_micros() - span)
             }
@@ -167,12 +167,12 @@ impl PruneArgs {
             max_age_micros: self
                 .max_age
                 .as_deref()
-                .map(crate::units::parse_duration_flag)
+                .map(kubetrail_server::units::parse_duration_flag)
                 .transpose()?,
             max_bytes: self
                 .max_size
                 .as_deref()
-                .map(crate::units::parse_size)
+                .map(kubetrail_server::units::parse_size)
                 .transpose()?,
         })
     }
@@ -200,9 +200,7 @@ struct ImportSummary {
 struct ImportRun<'a> {
     writer: EventWriter,
     cluster: &'a str,
-    redactor: Option<Redactor>,
-    exclude: Vec<Matcher>,
-    policy: Option<Evaluator>,
+    transforms: Transforms,
     summary: ImportSummary,
     diagnostics: Diagnostics,
     input_name: String,
@@ -219,20 +217,18 @@ impl DecodeHandler for ImportRun<'_> {
                 if self.error.is_some() {
                     return;
                 }
-                if self.exclude.iter().any(|m| m.matches(&event, self.cluster)) {
-                    self.summary.excluded += 1;
-                    return;
-                }
-                if let Some(policy) = &self.policy
-                    && apply_policy(policy, &mut event) != Applied::Kept
-                {
-                    self.summary.dropped_by_policy += 1;
-                    return;
-                }
-                if let Some(redactor) = &self.redactor
-                    && redactor.redact(&mut event) > 0
-                {
-                    self.summary.redacted += 1;
+                match self.transforms.apply(&mut event, self.cluster) {
+                    Verdict::Excluded => {
+                        self.summary.excluded += 1;
+                        return;
+                    }
+                    Verdict::DroppedByPolicy => {
+                        self.summary.dropped_by_policy += 1;
+                        return;
+                    }
+                    Verdict::Keep { redacted } => {
+                        self.summary.redacted += u64::from(redacted);
+                    }
                 }
                 match self.writer.append(&event, self.cluster, self.ingest_micros) {
                     Ok(Appended::Accepted) => self.summary.imported += 1,
@@ -288,9 +284,11 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     let mut run = ImportRun {
         writer,
         cluster: &args.cluster,
-        redactor: args.redact.redactor()?,
-        exclude: args.filter.exclusions()?,
-        policy: args.filter.policy()?,
+        transforms: Transforms {
+            redactor: args.redact.redactor()?,
+            exclude: args.filter.exclusions()?,
+            policy: args.filter.policy()?,
+        },
         summary: ImportSummary::default(),
         diagnostics: Diagnostics::new(args.decode.error_limit),
         input_name: String::new(),

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 mod cat;
 mod durability;
 mod policy;
+mod serve;
 mod store;
 
 fn data(path: &str) -> PathBuf {

@@ -70,7 +70,7 @@ fn run_child_and_kill(dir: &Path, kill_after: Option<usize>) -> Option<usize> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child",
+            "crash::crash_child",
             "--ignored",
             "--nocapture",
             "--quiet",

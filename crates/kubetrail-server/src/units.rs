@@ -1,9 +1,27 @@
 //! Durations and sizes as people write them in flags and configuration (`30d`, `10GiB`).
 
-use anyhow::{Result, bail};
+use std::fmt;
+
+/// A value that is not a duration or size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitError(String);
+
+impl fmt::Display for UnitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UnitError {}
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(UnitError(format!($($arg)*)))
+    };
+}
 
 /// A duration (`90s`, `15m`, `1h`, `7d`) in microseconds.
-pub fn parse_duration_flag(text: &str) -> Result<i64> {
+pub fn parse_duration_flag(text: &str) -> Result<i64, UnitError> {
     match kubetrail_query::parse_duration_micros(text) {
         Some(micros) if micros > 0 => Ok(micros),
         _ => bail!("{text:?} is not a duration such as 15m, 1h or 7d"),
@@ -12,7 +30,7 @@ pub fn parse_duration_flag(text: &str) -> Result<i64> {
 
 /// A size in bytes: a number with an optional unit, decimal (`KB`, `MB`, `GB`, `TB`) or binary
 /// (`KiB`, `MiB`, `GiB`, `TiB`).
-pub fn parse_size(text: &str) -> Result<u64> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -1,0 +1,469 @@
+//! The ingest sink: one thread owns the store's [`EventWriter`]; every source hands it batches
+//! and gets an acknowledgement once the batch is durable in the write-ahead log.
+//!
+//! Group commit: the thread takes every batch that is waiting, appends them all, fsyncs the WAL
+//! once and then acknowledges each. Under load one fsync covers many webhook requests; when idle
+//! a batch is committed as soon as it arrives.
+//!
+//! Backpressure is admission control on queued events: [`Ingest::try_submit`] refuses a batch
+//! when more than `max_queued_events` wait (the webhook answers 503 with `Retry-After`), and
+//! [`Ingest::submit`] waits for room (the tailer simply reads later). Memory therefore stays
+//! bounded whatever clients offer.
+//!
+//! If the store fails (a full disk), pending batches are answered with an error, the source
+//! reports not-ready, and the thread reopens the store every few seconds — reopening replays
+//! the WAL — so the service heals by itself once space is back.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kubetrail_event::AuditEvent;
+use kubetrail_store::{
+    Appended, CompactionOptions, EventWriter, Retention, StoreError, WriterOptions, WriterStats,
+};
+use tokio::sync::oneshot;
+
+/// Settings of the ingest sink.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Writer settings.
+    pub writer: WriterOptions,
+    /// Pending events become Parquet (queryable) at the latest after this long.
+    pub flush_interval: Duration,
+    /// Batches are refused (or wait) while more events than this are queued.
+    pub max_queued_events: usize,
+    /// How often small segments are merged.
+    pub compaction_interval: Duration,
+    /// Retention limits, applied every `retention_interval`.
+    pub retention: Retention,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl IngestOptions {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        IngestOptions {
+            data_dir,
+            writer: WriterOptions {
+                flush_rows: 50_000,
+                ..WriterOptions::default()
+            },
+            flush_interval: Duration::from_secs(5),
+            max_queued_events: 100_000,
+            compaction_interval: Duration::from_secs(600),
+            retention: Retention::default(),
+            retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A batch of transformed events from one source and cluster.
+pub struct Batch {
+    /// The cluster the events come from.
+    pub cluster: String,
+    /// The events.
+    pub events: Vec<AuditEvent<'static>>,
+    /// Time to file events that carry none.
+    pub ingest_micros: i64,
+}
+
+/// What the store did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// New events, now durable.
+    pub accepted: u64,
+    /// Events already stored or pending.
+    pub duplicates: u64,
+}
+
+/// Why a batch was not taken.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    /// Too many events wait; try again later.
+    #[error("the store is busy ({queued} events queued); retry later")]
+    Busy {
+        /// Events queued at the time.
+        queued: u64,
+    },
+    /// The store cannot write now (a full disk, a damaged directory).
+    #[error("the store cannot accept events: {0}")]
+    Unavailable(String),
+    /// The sink has shut down.
+    #[error("kubetrail is shutting down")]
+    ShuttingDown,
+}
+
+/// The acknowledgement of a batch: resolves once it is durable (or failed).
+pub type Ack = oneshot::Receiver<Result<BatchOutcome, IngestError>>;
+
+struct Queued {
+    batch: Batch,
+    reply: oneshot::Sender<Result<BatchOutcome, IngestError>>,
+}
+
+/// Counters of the sink, for metrics and status.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Events waiting for the writer thread.
+    pub queued_events: AtomicU64,
+    /// Events acknowledged durable.
+    pub accepted: AtomicU64,
+    /// Duplicates dropped.
+    pub duplicates: AtomicU64,
+    /// Batches refused because the queue was full.
+    pub busy_rejections: AtomicU64,
+    /// Group commits (WAL fsyncs) done.
+    pub commits: AtomicU64,
+    /// False while the store cannot write.
+    pub healthy: AtomicBool,
+    /// The store's own counters (the current writer's).
+    pub writer: Mutex<Option<Arc<WriterStats>>>,
+    /// The last store failure, if any.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl IngestStats {
+    /// Events accepted (durable in the WAL) but not yet in Parquet.
+    pub fn store_lag(&self) -> u64 {
+        self.writer
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .map_or(0, |w| {
+                w.appended
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(w.stored.load(Ordering::Relaxed))
+            })
+    }
+}
+
+/// The handle sources use; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    sender: Arc<Mutex<Option<Sender<Queued>>>>,
+    stats: Arc<IngestStats>,
+    max_queued: u64,
+}
+
+/// The running sink; [`IngestThread::shutdown`] stores everything and stops it.
+pub struct IngestThread {
+    handle: Ingest,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IngestThread {
+    /// Opens the store (replaying its WAL) and starts the writer thread.
+    pub fn start(options: IngestOptions) -> Result<IngestThread, StoreError> {
+        let writer = EventWriter::open(&options.data_dir, options.writer.clone())?;
+        log_recovery(&writer);
+        let stats = Arc::new(IngestStats::default());
+        stats.healthy.store(true, Ordering::Relaxed);
+        if let Ok(mut w) = stats.writer.lock() {
+            *w = Some(writer.stats());
+        }
+        let (sender, receiver) = channel();
+        let handle = Ingest {
+            sender: Arc::new(Mutex::new(Some(sender))),
+            stats: stats.clone(),
+            max_queued: options.max_queued_events as u64,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kubetrail-ingest".to_owned())
+            .spawn(move || WriterLoop::new(writer, options, stats).run(&receiver))
+            .map_err(|e| StoreError::Stopped(format!("cannot start the ingest thread: {e}")))?;
+        Ok(IngestThread {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// The handle for sources.
+    pub fn handle(&self) -> Ingest {
+        self.handle.clone()
+    }
+
+    /// Stops taking batches, stores everything taken (WAL and Parquet) and ends the thread.
+    pub fn shutdown(mut self) {
+        if let Ok(mut sender) = self.handle.sender.lock() {
+            *sender = None;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Ingest {
+    /// Counters.
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
+    }
+
+    /// Queues a batch unless too many events wait; the returned [`Ack`] resolves once the
+    /// batch is durable. A refused batch is handed back.
+    pub fn try_submit(&self, batch: Batch) -> Result<Ack, (IngestError, Batch)> {
+        let n = batch.events.len() as u64;
+        if !self.stats.healthy.load(Ordering::Relaxed) {
+            let reason = self
+                .stats
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_default();
+            return Err((IngestError::Unavailable(reason), batch));
+        }
+        let queued = self.stats.queued_events.fetch_add(n, Ordering::AcqRel);
+        // One batch is always let in when nothing waits, however large it is.
+        if queued > 0 && queued + n > self.max_queued {
+            self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
+            self.stats.busy_rejections.fetch_add(1, Ordering::Relaxed);
+            return Err((IngestError::Busy { queued }, batch));
+        }
+        let (reply, ack) = oneshot::channel();
+        let Ok(guard) = self.sender.lock() else {
+            self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
+            return Err((IngestError::ShuttingDown, batch));
+        };
+        let Some(sender) = guard.as_ref() else {
+            self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
+            return Err((IngestError::ShuttingDown, batch));
+        };
+        match sender.send(Queued { batch, reply }) {
+            Ok(()) => Ok(ack),
+            Err(returned) => {
+                self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
+                Err((IngestError::ShuttingDown, returned.0.batch))
+            }
+        }
+    }
+
+    /// Queues a batch, waiting while the queue is full, and waits until it is durable. For
+    /// sources that can simply slow down (the tailer). Gives up when `stop` is set or the store
+    /// fails; the caller then offers the same data again later.
+    pub fn submit(&self, mut batch: Batch, stop: &AtomicBool) -> Result<BatchOutcome, IngestError> {
+        let ack = loop {
+            match self.try_submit(batch) {
+                Ok(ack) => break ack,
+                Err((IngestError::Busy { .. }, returned)) if !stop.load(Ordering::Relaxed) => {
+                    batch = returned;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        };
+        ack.blocking_recv()
+            .unwrap_or(Err(IngestError::ShuttingDown))
+    }
+}
+
+fn log_recovery(writer: &EventWriter) {
+    let recovery = writer.recovery();
+    for (path, reason) in &recovery.quarantined {
+        tracing::warn!(segment = %path.display(), %reason, "damaged segment moved to quarantine");
+    }
+    for damage in &recovery.wal_damage {
+        tracing::warn!(
+            file = %damage.file.display(),
+            offset = damage.offset,
+            skipped_bytes = damage.skipped_bytes,
+            reason = %damage.reason,
+            "write-ahead log damage repaired"
+        );
+    }
+    if recovery.replayed > 0 {
+        tracing::info!(
+            events = recovery.replayed,
+            already_stored = recovery.replayed_duplicates,
+            "recovered accepted events from the write-ahead log"
+        );
+    }
+}
+
+struct WriterLoop {
+    writer: Option<EventWriter>,
+    options: IngestOptions,
+    stats: Arc<IngestStats>,
+    last_compaction: Instant,
+    last_retention: Option<Instant>,
+    last_reopen: Instant,
+}
+
+/// Most batches one group commit takes, so acknowledgements are not held back too long.
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+impl WriterLoop {
+    fn new(writer: EventWriter, options: IngestOptions, stats: Arc<IngestStats>) -> Self {
+        WriterLoop {
+            writer: Some(writer),
+            options,
+            stats,
+            last_compaction: Instant::now(),
+            last_retention: None,
+            last_reopen: Instant::now(),
+        }
+    }
+
+    fn run(mut self, receiver: &Receiver<Queued>) {
+        loop {
+            let first = match receiver.recv_timeout(Duration::from_millis(200)) {
+                Ok(queued) => Some(queued),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = Vec::new();
+            let mut events = 0;
+            if let Some(queued) = first {
+                events += queued.batch.events.len();
+                group.push(queued);
+                while events < MAX_GROUP_EVENTS {
+                    match receiver.try_recv() {
+                        Ok(queued) => {
+                            events += queued.batch.events.len();
+                            group.push(queued);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(group, events as u64);
+            }
+            self.maintain();
+        }
+        if let Some(writer) = self.writer.take()
+            && let Err(e) = writer.close()
+        {
+            tracing::error!(error = %e, "storing the last events at shutdown failed; they stay in the write-ahead log");
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Queued>, events: u64) {
+        let result = match self.writer.as_mut() {
+            None => Err(StoreError::Stopped(
+                self.stats
+                    .last_error
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_default(),
+            )),
+            Some(writer) => append_group(writer, &group).and_then(|outcomes| {
+                writer.commit()?;
+                Ok(outcomes)
+            }),
+        };
+        self.stats.queued_events.fetch_sub(events, Ordering::AcqRel);
+        match result {
+            Ok(outcomes) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                for (queued, outcome) in group.into_iter().zip(outcomes) {
+                    self.stats
+                        .accepted
+                        .fetch_add(outcome.accepted, Ordering::Relaxed);
+                    self.stats
+                        .duplicates
+                        .fetch_add(outcome.duplicates, Ordering::Relaxed);
+                    let _ = queued.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.fail(&reason);
+                for queued in group {
+                    let _ = queued
+                        .reply
+                        .send(Err(IngestError::Unavailable(reason.clone())));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: &str) {
+        if self.writer.take().is_some() {
+            tracing::error!(error = %reason, "the store stopped accepting events; retrying every 5s");
+        }
+        self.stats.healthy.store(false, Ordering::Relaxed);
+        if let Ok(mut last) = self.stats.last_error.lock() {
+            *last = Some(reason.to_owned());
+        }
+        self.last_reopen = Instant::now();
+    }
+
+    fn maintain(&mut self) {
+        let Some(writer) = self.writer.as_mut() else {
+            if self.last_reopen.elapsed() >= Duration::from_secs(5) {
+                self.reopen();
+            }
+            return;
+        };
+        let (pending, age) = writer.pending();
+        let result = if pending > 0 && age.is_some_and(|a| a >= self.options.flush_interval) {
+            writer.flush()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            self.fail(&e.to_string());
+            return;
+        }
+        if self.last_compaction.elapsed() >= self.options.compaction_interval {
+            self.last_compaction = Instant::now();
+            writer.request_compaction(CompactionOptions::default());
+        }
+        let retention = self.options.retention;
+        let due = self
+            .last_retention
+            .is_none_or(|t| t.elapsed() >= self.options.retention_interval);
+        if (retention.max_age_micros.is_some() || retention.max_bytes.is_some()) && due {
+            self.last_retention = Some(Instant::now());
+            writer.request_prune(retention);
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.last_reopen = Instant::now();
+        match EventWriter::open(&self.options.data_dir, self.options.writer.clone()) {
+            Ok(writer) => {
+                log_recovery(&writer);
+                tracing::info!("the store accepts events again");
+                if let Ok(mut w) = self.stats.writer.lock() {
+                    *w = Some(writer.stats());
+                }
+                self.writer = Some(writer);
+                self.stats.healthy.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn append_group(
+    writer: &mut EventWriter,
+    group: &[Queued],
+) -> Result<Vec<BatchOutcome>, StoreError> {
+    group
+        .iter()
+        .map(|queued| {
+            let mut outcome = BatchOutcome::default();
+            for event in &queued.batch.events {
+                match writer.append(event, &queued.batch.cluster, queued.batch.ingest_micros)? {
+                    Appended::Accepted => outcome.accepted += 1,
+                    Appended::Duplicate => outcome.duplicates += 1,
+                }
+            }
+            Ok(outcome)
+        })
+        .collect()
+}

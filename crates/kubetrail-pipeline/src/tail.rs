@@ -1,0 +1,698 @@
+//! The file source: tails the API server's log backend (`--audit-log-path`), or a container
+//! runtime's log files when the API server logs to stdout, with checkpoints.
+//!
+//! **Identity.** A file is known by a fingerprint of its first line (at most 256 bytes, of the
+//! decompressed content for gzip) — an audit line starts with its unique `auditID` — together
+//! with its device and inode. The fingerprint follows the content through every way logs
+//! rotate: a rename (`audit.log` → `audit-2026-07-23T14-47-51.123.log`, same inode), a later
+//! gzip of the renamed file (new inode, same first line), copytruncate (the copy has the old
+//! first line; the truncated original gets a new one), deletion and re-creation (a new first
+//! line).
+//!
+//! **Progress.** Each fingerprint has an offset: the bytes of complete lines whose events the
+//! store has acknowledged. Only complete lines are read — a partial last line waits until the
+//! API server finishes it. Offsets advance only after the acknowledgement, and the checkpoint
+//! file (`checkpoints.json`, written atomically) is saved every second and at shutdown, so a
+//! restart resumes where the last acknowledged batch ended: nothing is lost, and what is read
+//! again after a crash is recognised by the store as duplicates. Files that rotated while
+//! kubetrail was stopped are found by fingerprint if the glob matches the rotated names
+//! (`audit*.log*`), and their remaining lines are read.
+//!
+//! **Start.** Files seen for the first time are read from the beginning, except on the very
+//! first start (no checkpoint file) with `start_at: end`.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flate2::read::MultiGzDecoder;
+use kubetrail_event::{DecodeOptions, Decoded, Decoder};
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::{Batch, Ingest};
+use crate::transform::{Transforms, Verdict};
+
+/// Where to start in files seen on the very first start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Read existing content (default).
+    #[default]
+    Beginning,
+    /// Only what is written from now on.
+    End,
+}
+
+/// Settings of the file source.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Paths or globs (`/var/log/kubernetes/audit/audit*.log*`).
+    pub patterns: Vec<String>,
+    /// The checkpoint file.
+    pub checkpoint_path: PathBuf,
+    /// Where to start in files seen on the very first start.
+    pub start_at: StartAt,
+    /// How often files are checked for new data and rotation.
+    pub poll_interval: Duration,
+    /// The cluster the events are stamped with.
+    pub cluster: String,
+    /// Decoder settings.
+    pub decode: DecodeOptions,
+    /// A rotated-away file whose last line never ended is given up after this long.
+    pub rotate_wait: Duration,
+}
+
+impl TailOptions {
+    /// Defaults for patterns and a checkpoint file.
+    pub fn new(patterns: Vec<String>, checkpoint_path: PathBuf) -> Self {
+        TailOptions {
+            patterns,
+            checkpoint_path,
+            start_at: StartAt::Beginning,
+            poll_interval: Duration::from_millis(250),
+            cluster: String::new(),
+            decode: DecodeOptions::default(),
+            rotate_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the tailer reports per file, for metrics and `kubetrail status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    /// The path it was last seen at.
+    pub path: String,
+    /// Bytes read and acknowledged (of the decompressed content for gzip).
+    pub offset: u64,
+    /// Its size on disk (compressed size for gzip).
+    pub size: u64,
+    /// Whether it is gzip.
+    pub gzip: bool,
+}
+
+/// Counters of the file source.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    /// Files being tailed.
+    pub files: Mutex<Vec<FileStatus>>,
+    /// Events read.
+    pub events: std::sync::atomic::AtomicU64,
+    /// Bytes read.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Lines that were not events (skipped with a reason).
+    pub skipped: std::sync::atomic::AtomicU64,
+    /// Events dropped by exclusions or the policy.
+    pub filtered: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    fingerprint: String,
+    path: String,
+    device: u64,
+    inode: u64,
+    offset: u64,
+    /// Seconds since the epoch of the last change.
+    updated: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u32,
+    files: Vec<Checkpoint>,
+}
+
+/// Most checkpoints kept; the oldest untracked ones are forgotten beyond this.
+const MAX_CHECKPOINTS: usize = 1000;
+/// Bytes of the first line used as the fingerprint.
+const FINGERPRINT_BYTES: usize = 256;
+/// Bytes read at a time.
+const CHUNK: usize = 4 << 20;
+
+struct Tracked {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+    fingerprint: String,
+    gzip: bool,
+    /// Bytes of complete lines acknowledged.
+    offset: u64,
+    /// A gzip file read to its end.
+    finished: bool,
+    /// Plain files stay open, so lines written just before a rename or deletion are still
+    /// read after it.
+    handle: Option<File>,
+    seen: Instant,
+    decoder: Decoder,
+}
+
+/// The running file source.
+pub struct Tailer {
+    options: TailOptions,
+    transforms: Arc<Transforms>,
+    ingest: Ingest,
+    stop: Arc<AtomicBool>,
+    stats: Arc<TailStats>,
+    checkpoints: HashMap<String, Checkpoint>,
+    checkpoints_dirty: bool,
+    first_start: bool,
+    tracked: Vec<Tracked>,
+}
+
+/// Why the checkpoint file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// The checkpoint file is unreadable or damaged.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A pattern is not a valid glob.
+    #[error("--tail {pattern:?}: {message}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Tailer {
+    /// Loads the checkpoints and checks the patterns.
+    pub fn new(
+        options: TailOptions,
+        transforms: Arc<Transforms>,
+        ingest: Ingest,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Tailer, TailError> {
+        for pattern in &options.patterns {
+            glob::Pattern::new(pattern).map_err(|e| TailError::Pattern {
+                pattern: pattern.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let (checkpoints, first_start) = match fs::read(&options.checkpoint_path) {
+            Ok(bytes) => {
+                let file: CheckpointFile =
+                    serde_json::from_slice(&bytes).map_err(|e| TailError::Checkpoint {
+                        path: options.checkpoint_path.clone(),
+                        message: format!(
+                            "damaged checkpoint file ({e}); move it away to start over (files would be read again from the beginning, duplicates are skipped)"
+                        ),
+                    })?;
+                (
+                    file.files
+                        .into_iter()
+                        .map(|c| (c.fingerprint.clone(), c))
+                        .collect(),
+                    false,
+                )
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (HashMap::new(), true),
+            Err(e) => {
+                return Err(TailError::Checkpoint {
+                    path: options.checkpoint_path.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        Ok(Tailer {
+            options,
+            transforms,
+            ingest,
+            stop,
+            stats: Arc::new(TailStats::default()),
+            checkpoints,
+            checkpoints_dirty: first_start,
+            first_start,
+            tracked: Vec::new(),
+        })
+    }
+
+    /// Counters, shared.
+    pub fn stats(&self) -> Arc<TailStats> {
+        self.stats.clone()
+    }
+
+    /// Runs the tailer on its own thread until `stop` is set.
+    pub fn spawn(self) -> io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("kubetrail-tail".to_owned())
+            .spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut last_save = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            self.poll();
+            if last_save.elapsed() >= Duration::from_secs(1) {
+                self.save_checkpoints();
+                last_save = Instant::now();
+            }
+            let spent = started.elapsed();
+            if spent < self.options.poll_interval {
+                std::thread::sleep(self.options.poll_interval - spent);
+            }
+        }
+        self.save_checkpoints();
+    }
+
+    /// One round: discover files, read what is new in each, forget what is gone.
+    fn poll(&mut self) {
+        for path in self.matching_paths() {
+            self.discover(&path);
+        }
+        self.first_start = false;
+        let mut index = 0;
+        while index < self.tracked.len() {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let keep = self.read_tracked(index);
+            if keep {
+                index += 1;
+            } else {
+                self.tracked.swap_remove(index);
+            }
+        }
+        self.publish_status();
+    }
+
+    fn matching_paths(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for pattern in &self.options.patterns {
+            if let Ok(entries) = glob::glob(pattern) {
+                paths.extend(entries.flatten().filter(|p| p.is_file()));
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    fn discover(&mut self, path: &Path) {
+        let Ok(metadata) = fs::metadata(path) else {
+            return;
+        };
+        let (device, inode) = identity(&metadata);
+        if let Some(tracked) = self
+            .tracked
+            .iter_mut()
+            .find(|t| t.device == device && t.inode == inode)
+        {
+            tracked.path = path.to_path_buf();
+            tracked.seen = Instant::now();
+            return;
+        }
+        let Ok((fingerprint, gzip)) = fingerprint(path) else {
+            return;
+        };
+        let Some(fingerprint) = fingerprint else {
+            // No complete first line yet: wait for it.
+            return;
+        };
+        let offset = if let Some(live) = self.tracked.iter().find(|t| t.fingerprint == fingerprint)
+        {
+            // A copy of a file being read (copytruncate's copy, a gzip of a rotated file).
+            live.offset
+        } else if let Some(checkpoint) = self.checkpoints.get(&fingerprint) {
+            checkpoint.offset
+        } else if self.first_start && self.options.start_at == StartAt::End {
+            if gzip { u64::MAX } else { metadata.len() }
+        } else {
+            0
+        };
+        let handle = if gzip {
+            None
+        } else {
+            match File::open(path) {
+                Ok(handle) => Some(handle),
+                Err(_) => return,
+            }
+        };
+        tracing::debug!(file = %path.display(), offset, "tailing");
+        self.tracked.push(Tracked {
+            path: path.to_path_buf(),
+            device,
+            inode,
+            fingerprint,
+            gzip,
+            offset,
+            finished: false,
+            handle,
+            seen: Instant::now(),
+            decoder: Decoder::new(self.options.decode.clone()),
+        });
+    }
+
+    /// Reads what is new in a tracked file; false when it should be forgotten.
+    fn read_tracked(&mut self, index: usize) -> bool {
+        let path = self.tracked[index].path.clone();
+        let same_file = fs::metadata(&path)
+            .is_ok_and(|m| identity(&m) == (self.tracked[index].device, self.tracked[index].inode));
+        if self.tracked[index].gzip {
+            if !self.tracked[index].finished && same_file {
+                self.read_gzip(index);
+            }
+            return same_file && !self.stale(index);
+        }
+        let Some(size) = self.tracked[index]
+            .handle
+            .as_ref()
+            .and_then(|h| h.metadata().ok())
+            .map(|m| m.len())
+        else {
+            return false;
+        };
+        if size < self.tracked[index].offset {
+            // copytruncate (or truncation by hand): the content before is in the copy, if any.
+            tracing::info!(file = %path.display(), "file truncated; reading it from the start");
+            self.tracked[index].offset = 0;
+            self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
+            match fingerprint(&path) {
+                Ok((Some(fp), _)) => self.tracked[index].fingerprint = fp,
+                _ => return false,
+            }
+        }
+        if size > self.tracked[index].offset {
+            self.read_plain(index);
+        }
+        // A file renamed out of the patterns or deleted is drained through its open handle,
+        // then kept a while in case its last line is still being written.
+        !self.stale(index)
+    }
+
+    fn stale(&self, index: usize) -> bool {
+        self.tracked[index].seen.elapsed() > self.options.rotate_wait
+    }
+
+    fn read_plain(&mut self, index: usize) {
+        let path = self.tracked[index].path.clone();
+        let Some(mut file) = self.tracked[index]
+            .handle
+            .as_ref()
+            .and_then(|h| h.try_clone().ok())
+        else {
+            return;
+        };
+        let start = self.tracked[index].offset;
+        if file.seek(SeekFrom::Start(start)).is_err() {
+            return;
+        }
+        let mut buffer = vec![0u8; CHUNK];
+        let mut filled = 0;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let n = match file.read(&mut buffer[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "read failed");
+                    return;
+                }
+            };
+            filled += n;
+            let Some(last_newline) = memchr_last_newline(&buffer[..filled]) else {
+                if n == 0 || filled == buffer.len() {
+                    // A partial line waits for its end (or, longer than a chunk, for more room).
+                    if filled == buffer.len() {
+                        buffer.resize(buffer.len() * 2, 0);
+                        continue;
+                    }
+                    return;
+                }
+                continue;
+            };
+            let complete = last_newline + 1;
+            if !self.deliver(index, &buffer[..complete]) {
+                return;
+            }
+            buffer.copy_within(complete..filled, 0);
+            filled -= complete;
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    fn read_gzip(&mut self, index: usize) {
+        let path = self.tracked[index].path.clone();
+        let Ok(file) = File::open(&path) else {
+            return;
+        };
+        let skip = self.tracked[index].offset;
+        if skip == u64::MAX {
+            self.tracked[index].finished = true;
+            return;
+        }
+        let mut reader = MultiGzDecoder::new(BufReader::new(file));
+        if io::copy(&mut (&mut reader).take(skip), &mut io::sink()).is_err() {
+            return;
+        }
+        let mut buffer = vec![0u8; CHUNK];
+        let mut filled = 0;
+        loop {
+            let n = match reader.read(&mut buffer[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Still being written by the rotation (gzip in progress): try again later
+                // from the last acknowledged line.
+                Err(_) => return,
+            };
+            filled += n;
+            if n == 0 {
+                if filled > 0 {
+                    // A final line without a newline in a finished file is still a line.
+                    let mut last = buffer[..filled].to_vec();
+                    last.push(b'\n');
+                    if !self.deliver(index, &last) {
+                        return;
+                    }
+                    self.tracked[index].offset -= 1;
+                    self.sync_checkpoint(index);
+                }
+                self.tracked[index].finished = true;
+                return;
+            }
+            if filled == buffer.len() {
+                match memchr_last_newline(&buffer[..filled]) {
+                    Some(last_newline) => {
+                        let complete = last_newline + 1;
+                        if !self.deliver(index, &buffer[..complete]) {
+                            return;
+                        }
+                        buffer.copy_within(complete..filled, 0);
+                        filled -= complete;
+                    }
+                    None => buffer.resize(buffer.len() * 2, 0),
+                }
+            }
+        }
+    }
+
+    /// Decodes complete lines, submits their events and waits for the acknowledgement; only
+    /// then the offset advances. False when the batch could not be stored (the same lines are
+    /// read again later).
+    fn deliver(&mut self, index: usize, lines: &[u8]) -> bool {
+        let cluster = self.options.cluster.clone();
+        let transforms = self.transforms.clone();
+        let stats = self.stats.clone();
+        let name = self.tracked[index].path.display().to_string();
+        let mut events = Vec::new();
+        // Decode into a fresh copy of the decoder state only on success; a failed submit
+        // leaves the tracked decoder as it was, and the lines are fed again next time.
+        let tracked = &mut self.tracked[index];
+        let mut decoder = std::mem::replace(
+            &mut tracked.decoder,
+            Decoder::new(self.options.decode.clone()),
+        );
+        decoder.feed(lines, &mut |decoded| match decoded {
+            Decoded::Event(mut event, _) => match transforms.apply(&mut event, &cluster) {
+                Verdict::Keep { .. } => events.push(event.into_owned()),
+                _ => {
+                    stats.filtered.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Decoded::Skipped(skip) => {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %name, line = skip.line, reason = skip.reason.as_str(), message = %skip.message, "skipped a line that is not a valid audit event");
+            }
+            Decoded::Ignored { .. } => {}
+        });
+        let count = events.len() as u64;
+        if !events.is_empty() {
+            let batch = Batch {
+                cluster,
+                events,
+                ingest_micros: now_micros(),
+            };
+            if let Err(e) = self.ingest.submit(batch, &self.stop) {
+                tracing::warn!(file = %name, error = %e, "events not stored; they will be read again");
+                // Line numbers in messages restart, but no event is lost or stored twice.
+                self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
+                return false;
+            }
+        }
+        let tracked = &mut self.tracked[index];
+        tracked.decoder = decoder;
+        tracked.offset += lines.len() as u64;
+        self.stats.events.fetch_add(count, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.sync_checkpoint(index);
+        true
+    }
+
+    fn sync_checkpoint(&mut self, index: usize) {
+        let tracked = &self.tracked[index];
+        let entry = self
+            .checkpoints
+            .entry(tracked.fingerprint.clone())
+            .or_insert_with(|| Checkpoint {
+                fingerprint: tracked.fingerprint.clone(),
+                path: String::new(),
+                device: 0,
+                inode: 0,
+                offset: 0,
+                updated: 0,
+            });
+        entry.path = tracked.path.display().to_string();
+        entry.device = tracked.device;
+        entry.inode = tracked.inode;
+        entry.offset = entry.offset.max(tracked.offset);
+        entry.updated = now_micros() as u64 / 1_000_000;
+        self.checkpoints_dirty = true;
+    }
+
+    fn save_checkpoints(&mut self) {
+        if !self.checkpoints_dirty {
+            return;
+        }
+        let mut files: Vec<Checkpoint> = self.checkpoints.values().cloned().collect();
+        files.sort_by_key(|c| std::cmp::Reverse(c.updated));
+        let live: Vec<&str> = self
+            .tracked
+            .iter()
+            .map(|t| t.fingerprint.as_str())
+            .collect();
+        let mut kept = Vec::new();
+        for checkpoint in files {
+            if kept.len() < MAX_CHECKPOINTS || live.contains(&checkpoint.fingerprint.as_str()) {
+                kept.push(checkpoint);
+            }
+        }
+        self.checkpoints = kept
+            .iter()
+            .map(|c| (c.fingerprint.clone(), c.clone()))
+            .collect();
+        let file = CheckpointFile {
+            version: 1,
+            files: kept,
+        };
+        match write_atomically(&self.options.checkpoint_path, &file) {
+            Ok(()) => self.checkpoints_dirty = false,
+            Err(e) => tracing::error!(
+                file = %self.options.checkpoint_path.display(),
+                error = %e,
+                "cannot save checkpoints; will retry"
+            ),
+        }
+    }
+
+    fn publish_status(&self) {
+        let files = self
+            .tracked
+            .iter()
+            .map(|t| FileStatus {
+                path: t.path.display().to_string(),
+                offset: t.offset,
+                size: fs::metadata(&t.path).map_or(0, |m| m.len()),
+                gzip: t.gzip,
+            })
+            .collect();
+        if let Ok(mut status) = self.stats.files.lock() {
+            *status = files;
+        }
+    }
+}
+
+fn write_atomically(path: &Path, file: &CheckpointFile) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut out = File::create(&tmp)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn memchr_last_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().rposition(|&b| b == b'\n')
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+#[cfg(unix)]
+fn identity(metadata: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(_metadata: &fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// The fingerprint of a file's first line (None until it is complete or 256 bytes long) and
+/// whether the file is gzip.
+fn fingerprint(path: &Path) -> io::Result<(Option<String>, bool)> {
+    let mut file = File::open(path)?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0))?;
+    let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    // A gzip still being written may fail to decompress: its head is still usable.
+    let _ = reader.take(FINGERPRINT_BYTES as u64).read_to_end(&mut head);
+    let line_end = head.iter().position(|&b| b == b'\n');
+    let usable = match line_end {
+        Some(end) => &head[..end],
+        None if head.len() >= FINGERPRINT_BYTES => &head[..],
+        None => return Ok((None, gzip)),
+    };
+    Ok((
+        Some(format!("{:08x}-{}", crc32fast::hash(usable), usable.len())),
+        gzip,
+    ))
+}

@@ -1,0 +1,265 @@
+//! The configuration of `kubetrail serve`: one YAML file (`--config`), mapped to these structs
+//! with unknown fields refused, so a typo is an error instead of a silently ignored option.
+//! Every option is documented here once; `docs/serve.md` shows a complete example. Flags of
+//! `kubetrail serve` override the file for the common cases.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServeConfig {
+    /// Address of the one HTTP port (ingest, API, health, metrics). Default `127.0.0.1:7420`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The data directory. Default `./kubetrail-data` (or `KUBETRAIL_DATA`).
+    pub data: Option<PathBuf>,
+    /// TLS for the port; without it the port speaks plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// The webhook source (`POST /audit`).
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+    /// File sources: the API server's log backend files.
+    #[serde(default)]
+    pub tail: Vec<TailConfig>,
+    /// Where the file sources keep their checkpoints. Default `<data>/checkpoints.json`.
+    pub checkpoints: Option<PathBuf>,
+    /// The store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Redaction of credentials (on by default).
+    #[serde(default)]
+    pub redaction: RedactionSettings,
+    /// An audit policy file applied to incoming events (drop and down-level as it says).
+    pub policy: Option<PathBuf>,
+    /// Queries whose matching events are dropped (`user:system:apiserver verb:watch`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7420".to_owned()
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: default_listen(),
+            data: None,
+            tls: None,
+            webhook: WebhookConfig::default(),
+            tail: Vec::new(),
+            checkpoints: None,
+            store: StoreConfig::default(),
+            redaction: RedactionSettings::default(),
+            policy: None,
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM server certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle; when set, every client must present a certificate signed by it (mTLS).
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The webhook source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookConfig {
+    /// Largest accepted request body (`16MiB` default; the API server's batches stay under
+    /// 10 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_size: String,
+    /// The clusters allowed to send, each with its credentials.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+fn default_max_body() -> String {
+    "16MiB".to_owned()
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            max_body_size: default_max_body(),
+            clusters: Vec::new(),
+        }
+    }
+}
+
+/// One cluster allowed to send events; they are stamped with its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterConfig {
+    /// The cluster's name (the `cluster` field of its events).
+    pub name: String,
+    /// Its token (bearer header over https, or `/audit/<token>`).
+    pub token: Option<String>,
+    /// A file holding its token (a mounted Secret), read at start.
+    pub token_file: Option<PathBuf>,
+    /// The common name of its client certificate, when the port requires mTLS.
+    #[serde(rename = "clientCertCN")]
+    pub client_cert_cn: Option<String>,
+}
+
+/// One file source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TailConfig {
+    /// Paths or globs; include the rotated names (`/var/log/kubernetes/audit/audit*.log*`) so
+    /// lines written just before a rotation are never missed.
+    pub paths: Vec<String>,
+    /// The cluster its events are stamped with.
+    #[serde(default)]
+    pub cluster: String,
+    /// Where to start in files seen on the very first start: `beginning` (default) or `end`.
+    #[serde(default)]
+    pub start_at: kubetrail_pipeline::tail::StartAt,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreConfig {
+    /// Events become queryable at the latest after this long (`5s`).
+    #[serde(default = "default_flush")]
+    pub flush_interval: String,
+    /// Delete days older than this (`30d`); unset keeps everything.
+    pub max_age: Option<String>,
+    /// Delete the oldest data above this size (`50GiB`); unset has no limit.
+    pub max_size: Option<String>,
+    /// Webhook requests get 429 while more events than this wait to be written.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_events: usize,
+}
+
+fn default_flush() -> String {
+    "5s".to_owned()
+}
+
+fn default_max_queued() -> usize {
+    100_000
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            flush_interval: default_flush(),
+            max_age: None,
+            max_size: None,
+            max_queued_events: default_max_queued(),
+        }
+    }
+}
+
+/// Redaction settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RedactionSettings {
+    /// Remove credentials before storing (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Extra paths to redact (`requestObject.spec.password`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Extra regular expressions to redact in every string.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for RedactionSettings {
+    fn default() -> Self {
+        RedactionSettings {
+            enabled: true,
+            paths: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema (with line and column).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, where.
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("{field}: {message}")]
+    Value {
+        /// The option.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ServeConfig {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<ServeConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(ServeConfig::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../../docs/examples/kubetrail.yaml");
+        let config = ServeConfig::parse(text).unwrap();
+        assert_eq!(config.webhook.clusters.len(), 2);
+        assert_eq!(config.tail.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_place() {
+        let error = ServeConfig::parse("listen: 0.0.0.0:7420\nwebhok: {}\n").unwrap_err();
+        assert!(error.contains("webhok"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+    }
+}

@@ -1,0 +1,242 @@
+//! Every metric kubetrail exposes on `/metrics`, in one place (documented in
+//! `docs/operations.md`). Names follow `kubetrail_<noun>_<unit>[_total]`.
+//!
+//! Counters the request path changes are prometheus-client families; figures owned by other
+//! threads (the ingest sink, the store, the tailer) are read at scrape time by a collector, so
+//! those threads keep plain atomics and never touch the registry.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use kubetrail_pipeline::IngestStats;
+use kubetrail_pipeline::tail::TailStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of received events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceCluster {
+    /// `webhook` or `tail`.
+    pub source: &'static str,
+    /// The cluster name.
+    pub cluster: String,
+}
+
+/// Labels of rejections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceReason {
+    /// `webhook` or `tail`.
+    pub source: &'static str,
+    /// Why (`unauthorized`, `too-large`, `invalid-json`, …).
+    pub reason: &'static str,
+}
+
+/// Labels of webhook requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusCode {
+    /// The HTTP status.
+    pub code: u16,
+}
+
+/// The metrics of a server.
+pub struct Metrics {
+    registry: Registry,
+    /// Events received (decoded) by source and cluster.
+    pub events_received: Family<SourceCluster, Counter>,
+    /// Events and requests rejected by source and reason.
+    pub rejected: Family<SourceReason, Counter>,
+    /// Webhook requests by status.
+    pub webhook_requests: Family<StatusCode, Counter>,
+    /// Webhook request bytes.
+    pub webhook_bytes: Counter,
+    /// Webhook request latency, from the first byte to the answer.
+    pub webhook_duration: Histogram,
+}
+
+#[derive(Debug)]
+struct Figures {
+    ingest: Arc<IngestStats>,
+    tail: Option<Arc<TailStats>>,
+}
+
+impl Metrics {
+    /// A registry with every metric; `ingest` and `tail` are read at scrape time.
+    pub fn new(ingest: Arc<IngestStats>, tail: Option<Arc<TailStats>>) -> Self {
+        let mut registry = Registry::default();
+        let events_received = Family::<SourceCluster, Counter>::default();
+        registry.register(
+            "kubetrail_events_received",
+            "Audit events received, by source and cluster",
+            events_received.clone(),
+        );
+        let rejected = Family::<SourceReason, Counter>::default();
+        registry.register(
+            "kubetrail_rejected",
+            "Webhook requests and tailed lines rejected, by source and reason",
+            rejected.clone(),
+        );
+        let webhook_requests = Family::<StatusCode, Counter>::default();
+        registry.register(
+            "kubetrail_webhook_requests",
+            "Webhook requests answered, by HTTP status",
+            webhook_requests.clone(),
+        );
+        let webhook_bytes = Counter::default();
+        registry.register(
+            "kubetrail_webhook_received_bytes",
+            "Bytes of webhook request bodies",
+            webhook_bytes.clone(),
+        );
+        let webhook_duration = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "kubetrail_webhook_request_duration_seconds",
+            "Webhook request latency until the batch is durable (or refused)",
+            webhook_duration.clone(),
+        );
+        registry.register_collector(Box::new(Figures { ingest, tail }));
+        Metrics {
+            registry,
+            events_received,
+            rejected,
+            webhook_requests,
+            webhook_bytes,
+            webhook_duration,
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabel {
+    path: String,
+}
+
+impl Collector for Figures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let ingest = &self.ingest;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut encoder,
+            "kubetrail_events_stored",
+            "Events acknowledged durable (in the write-ahead log)",
+            load(&ingest.accepted),
+        )?;
+        counter(
+            &mut encoder,
+            "kubetrail_events_duplicate",
+            "Events dropped because their (auditID, stage) was already stored",
+            load(&ingest.duplicates),
+        )?;
+        counter(
+            &mut encoder,
+            "kubetrail_wal_commits",
+            "Group commits (write-ahead log fsyncs)",
+            load(&ingest.commits),
+        )?;
+        counter(
+            &mut encoder,
+            "kubetrail_ingest_busy_rejections",
+            "Batches refused because too many events were queued",
+            load(&ingest.busy_rejections),
+        )?;
+        gauge(
+            &mut encoder,
+            "kubetrail_ingest_queued_events",
+            "Events waiting for the store writer",
+            load(&ingest.queued_events) as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "kubetrail_store_lag_events",
+            "Events durable in the write-ahead log but not yet in Parquet (not yet queryable)",
+            ingest.store_lag() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "kubetrail_store_healthy",
+            "1 while the store accepts events",
+            i64::from(ingest.healthy.load(Ordering::Relaxed)),
+        )?;
+        if let Some(tail) = &self.tail {
+            counter(
+                &mut encoder,
+                "kubetrail_tail_events",
+                "Events read by the file source",
+                load(&tail.events),
+            )?;
+            counter(
+                &mut encoder,
+                "kubetrail_tail_read_bytes",
+                "Bytes of complete lines read by the file source",
+                load(&tail.bytes),
+            )?;
+            counter(
+                &mut encoder,
+                "kubetrail_tail_skipped_lines",
+                "Lines of tailed files that were not valid audit events",
+                load(&tail.skipped),
+            )?;
+            let files = tail.files.lock().map(|f| f.clone()).unwrap_or_default();
+            let mut offsets = encoder.encode_descriptor(
+                "kubetrail_tail_file_offset_bytes",
+                "Bytes of a tailed file read and acknowledged",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for file in &files {
+                let label = FileLabel {
+                    path: file.path.clone(),
+                };
+                ConstGauge::new(file.offset as i64).encode(offsets.encode_family(&label)?)?;
+            }
+            let mut lags = encoder.encode_descriptor(
+                "kubetrail_tail_file_lag_bytes",
+                "Bytes of a tailed file not yet read (plain files)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for file in files.iter().filter(|f| !f.gzip) {
+                let label = FileLabel {
+                    path: file.path.clone(),
+                };
+                let lag = file.size.saturating_sub(file.offset) as i64;
+                ConstGauge::new(lag).encode(lags.encode_family(&label)?)?;
+            }
+        }
+        Ok(())
+    }
+}

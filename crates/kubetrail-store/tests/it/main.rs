@@ -1,0 +1,3 @@
+//! Integration tests of the store: real files, real processes.
+
+mod crash;

@@ -1,0 +1,338 @@
+//! `kubetrail serve` (the long-running collector) and `kubetrail status` (asks a running one).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use kubetrail_pipeline::tail::StartAt;
+use kubetrail_server::config::{ClusterConfig, TailConfig, TlsConfig};
+use kubetrail_server::{ServeConfig, Server};
+
+use crate::output::{Outcome, StdoutSink};
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Where files seen on the very first start are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartAtArg {
+    /// Existing content too.
+    Beginning,
+    /// Only new lines.
+    End,
+}
+
+/// Receive audit events from API servers and keep them in the store.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A YAML configuration file (docs/examples/kubetrail.yaml lists every option).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory [default: ./kubetrail-data].
+    #[arg(long, env = "KUBETRAIL_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address of the HTTP port [default: 127.0.0.1:7420].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A cluster allowed to send webhooks, with its token (repeatable). Prefer `tokenFile` in
+    /// the configuration file in production: flags are visible in the process list.
+    #[arg(long = "webhook-token", value_name = "CLUSTER=TOKEN")]
+    pub webhook_tokens: Vec<String>,
+    /// A file or glob to tail (repeatable): the API server's `--audit-log-path`, with its
+    /// rotated names (`/var/log/kubernetes/audit/audit*.log*`).
+    #[arg(long = "tail", value_name = "PATH_OR_GLOB")]
+    pub tail: Vec<String>,
+    /// The cluster name stamped on events of `--tail` files.
+    #[arg(long, default_value = "")]
+    pub tail_cluster: String,
+    /// Where to start in files seen on the very first start.
+    #[arg(long, value_enum)]
+    pub start_at: Option<StartAtArg>,
+    /// PEM certificate for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mTLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServeConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServeConfig::load(path)?,
+            None => ServeConfig::default(),
+        };
+        if let Some(data) = &self.data {
+            config.data = Some(data.clone());
+        }
+        if let Some(listen) = &self.listen {
+            config.listen = listen.clone();
+        }
+        for pair in &self.webhook_tokens {
+            let Some((cluster, token)) = pair.split_once('=') else {
+                bail!("--webhook-token {pair:?}: expected CLUSTER=TOKEN");
+            };
+            config.webhook.clusters.push(ClusterConfig {
+                name: cluster.to_owned(),
+                token: Some(token.to_owned()),
+                token_file: None,
+                client_cert_cn: None,
+            });
+        }
+        if !self.tail.is_empty() {
+            config.tail.push(TailConfig {
+                paths: self.tail.clone(),
+                cluster: self.tail_cluster.clone(),
+                start_at: match self.start_at {
+                    Some(StartAtArg::End) => StartAt::End,
+                    _ => StartAt::Beginning,
+                },
+            });
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                client_ca_file: self.tls_client_ca.clone(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBETRAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> Result<Outcome> {
+    init_logging(args.log_format);
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config.clone(), PathBuf::from("kubetrail-data")).await?;
+        print_banner(&config, &server);
+        server.run(shutdown_signal()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(Outcome::Clean)
+}
+
+fn print_banner(config: &ServeConfig, server: &Server) {
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let addr = server.local_addr();
+    let data = config
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("kubetrail-data"));
+    let mut lines = vec![format!(
+        "kubetrail listening on {scheme}://{addr} (data: {})",
+        data.display()
+    )];
+    if config.webhook.clusters.is_empty() {
+        lines.push(format!(
+            "  webhook: POST {scheme}://{addr}/audit (no tokens configured: unauthenticated, loopback only)"
+        ));
+    } else {
+        for cluster in &config.webhook.clusters {
+            lines.push(format!(
+                "  webhook for cluster {:?}: POST {scheme}://{addr}/audit/<token> or Authorization: Bearer <token> (https)",
+                cluster.name
+            ));
+        }
+    }
+    for tail in &config.tail {
+        lines.push(format!("  tailing: {}", tail.paths.join(", ")));
+    }
+    lines.push(format!(
+        "  point an API server at it: --audit-webhook-config-file with a kubeconfig whose server is {scheme}://{addr}/audit/<token> (docs/serve.md)"
+    ));
+    lines.push(format!(
+        "  health: {scheme}://{addr}/readyz  metrics: {scheme}://{addr}/metrics  status: kubetrail status --url {scheme}://{addr}"
+    ));
+    eprintln!("{}", lines.join("\n"));
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+/// Ask a running server how it is doing.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The server's URL.
+    #[arg(long, default_value = "http://127.0.0.1:7420", env = "KUBETRAIL_URL")]
+    pub url: String,
+    /// Print the raw JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// CA certificate to verify an https server with (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+pub fn status(args: &StatusArgs) -> Result<Outcome> {
+    let url = format!("{}/api/v1/status", args.url.trim_end_matches('/'));
+    // reqwest is built without a default crypto provider: the workspace uses ring everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body: serde_json::Value = runtime
+        .block_on(async {
+            let mut builder =
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+            if url.starts_with("https://") {
+                builder = builder.use_preconfigured_tls(client_tls(args.ca_cert.as_ref())?);
+            }
+            let client = builder.build()?;
+            let response = client.get(&url).send().await?;
+            let status = response.status();
+            if !status.is_success() {
+                bail!("{url} answered {status}");
+            }
+            Ok::<_, anyhow::Error>(response.json().await?)
+        })
+        .with_context(|| format!("cannot reach kubetrail at {}", args.url))?;
+    let mut sink = StdoutSink::new();
+    if args.json {
+        sink.write(&serde_json::to_vec_pretty(&body)?)?;
+        sink.write(b"\n")?;
+    } else {
+        sink.write(render_status(&body).as_bytes())?;
+    }
+    sink.flush()?;
+    let healthy = body["healthy"].as_bool().unwrap_or(false);
+    // An unhealthy server is a failed check, like a lint error.
+    Ok(if healthy {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+fn client_tls(ca: Option<&PathBuf>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read {}", ca.display()))?
+        {
+            roots.add(cert.with_context(|| format!("{}", ca.display()))?)?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn render_status(body: &serde_json::Value) -> String {
+    let server = &body["server"];
+    let ingest = &body["ingest"];
+    let tail = &body["tail"];
+    let mut out = String::new();
+    let health = if body["healthy"].as_bool().unwrap_or(false) {
+        "healthy".to_owned()
+    } else {
+        format!(
+            "NOT HEALTHY: {}",
+            body["lastError"].as_str().unwrap_or("shutting down")
+        )
+    };
+    out.push_str(&format!(
+        "kubetrail {} on {}{} — {health}, up {}s\n  data: {}\n",
+        server["version"].as_str().unwrap_or("?"),
+        server["listen"].as_str().unwrap_or("?"),
+        if server["mtls"].as_bool() == Some(true) {
+            " (TLS, client certificates required)"
+        } else if server["tls"].as_bool() == Some(true) {
+            " (TLS)"
+        } else {
+            ""
+        },
+        body["uptimeSeconds"],
+        server["data"].as_str().unwrap_or("?"),
+    ));
+    out.push_str(&format!(
+        "\nStore\n  accepted {}  duplicates {}  queued {}  not yet queryable {}  group commits {}  refused busy {}\n",
+        ingest["accepted"], ingest["duplicates"], ingest["queuedEvents"], ingest["storeLagEvents"], ingest["commits"], ingest["busyRejections"],
+    ));
+    out.push_str("\nWebhook\n");
+    let clusters: Vec<&str> = server["webhookClusters"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "  clusters: {}\n",
+        if clusters.is_empty() {
+            "(none: unauthenticated on loopback)".to_owned()
+        } else {
+            clusters.join(", ")
+        }
+    ));
+    if let Some(counts) = body["webhook"].as_object() {
+        for (key, value) in counts {
+            out.push_str(&format!("  {key}: {value}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\nFiles\n  events {}  skipped lines {}  filtered {}\n",
+        tail["events"], tail["skippedLines"], tail["filtered"]
+    ));
+    for file in tail["files"].as_array().into_iter().flatten() {
+        let offset = file["offset"].as_u64().unwrap_or(0);
+        let size = file["size"].as_u64().unwrap_or(0);
+        let lag = if file["gzip"].as_bool() == Some(true) {
+            "gzip".to_owned()
+        } else {
+            format!("lag {} bytes", size.saturating_sub(offset))
+        };
+        out.push_str(&format!(
+            "  {}  offset {offset}  size {size}  {lag}\n",
+            file["path"].as_str().unwrap_or("?")
+        ));
+    }
+    out
+}
