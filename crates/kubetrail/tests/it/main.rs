@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod cat;
+mod deploy;
 mod durability;
 mod policy;
 mod serve;
