@@ -449,6 +449,13 @@ impl WriterLoop {
     }
 }
 
+/// Now, in microseconds since the epoch: the time filed on events that carry none.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 fn append_group(
     writer: &mut EventWriter,
     group: &[Queued],

@@ -34,7 +34,7 @@ use flate2::read::MultiGzDecoder;
 use kubetrail_event::{DecodeOptions, Decoded, Decoder};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::{Batch, Ingest};
+use crate::ingest::{Batch, Ingest, now_micros};
 use crate::transform::{Transforms, Verdict};
 
 /// Where to start in files seen on the very first start.
@@ -423,7 +423,7 @@ impl Tailer {
                 }
             };
             filled += n;
-            let Some(last_newline) = memchr_last_newline(&buffer[..filled]) else {
+            let Some(last_newline) = memchr::memrchr(b'\n', &buffer[..filled]) else {
                 if n == 0 || filled == buffer.len() {
                     // A partial line waits for its end (or, longer than a chunk, for more room).
                     if filled == buffer.len() {
@@ -486,7 +486,7 @@ impl Tailer {
                 return;
             }
             if filled == buffer.len() {
-                match memchr_last_newline(&buffer[..filled]) {
+                match memchr::memrchr(b'\n', &buffer[..filled]) {
                     Some(last_newline) => {
                         let complete = last_newline + 1;
                         if !self.deliver(index, &buffer[..complete]) {
@@ -510,14 +510,7 @@ impl Tailer {
         let stats = self.stats.clone();
         let name = self.tracked[index].path.display().to_string();
         let mut events = Vec::new();
-        // Decode into a fresh copy of the decoder state only on success; a failed submit
-        // leaves the tracked decoder as it was, and the lines are fed again next time.
-        let tracked = &mut self.tracked[index];
-        let mut decoder = std::mem::replace(
-            &mut tracked.decoder,
-            Decoder::new(self.options.decode.clone()),
-        );
-        decoder.feed(lines, &mut |decoded| match decoded {
+        self.tracked[index].decoder.feed(lines, &mut |decoded| match decoded {
             Decoded::Event(mut event, _) => match transforms.apply(&mut event, &cluster) {
                 Verdict::Keep { .. } => events.push(event.into_owned()),
                 _ => {
@@ -539,14 +532,13 @@ impl Tailer {
             };
             if let Err(e) = self.ingest.submit(batch, &self.stop) {
                 tracing::warn!(file = %name, error = %e, "events not stored; they will be read again");
-                // Line numbers in messages restart, but no event is lost or stored twice.
+                // The decoder has consumed these lines; they are fed again to a fresh one from
+                // the unchanged offset (line numbers in messages restart, nothing is lost).
                 self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
                 return false;
             }
         }
-        let tracked = &mut self.tracked[index];
-        tracked.decoder = decoder;
-        tracked.offset += lines.len() as u64;
+        self.tracked[index].offset += lines.len() as u64;
         self.stats.events.fetch_add(count, Ordering::Relaxed);
         self.stats
             .bytes
@@ -647,16 +639,6 @@ fn write_atomically(path: &Path, file: &CheckpointFile) -> io::Result<()> {
         File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-fn memchr_last_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().rposition(|&b| b == b'\n')
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 #[cfg(unix)]

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kubetrail_event::{DecodeOptions, Decoded, Decoder};
+use kubetrail_pipeline::ingest::now_micros;
 use kubetrail_pipeline::{Batch, IngestError, Verdict};
 use serde_json::json;
 
@@ -422,10 +423,4 @@ fn looks_like_empty_list(bytes: &[u8]) -> bool {
             && v.get("items")
                 .is_none_or(|i| i.as_array().is_some_and(Vec::is_empty) || i.is_null())
     })
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }

@@ -76,7 +76,7 @@ pub(crate) fn key(audit_id: &str, stage: &str) -> u64 {
     hasher.finish()
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

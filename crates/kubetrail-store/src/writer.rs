@@ -35,7 +35,7 @@ use crate::error::StoreError;
 use crate::schema::EventBatchBuilder;
 use crate::segment::{
     self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
-    SegmentOptions, events_dir,
+    SegmentOptions, events_dir, now_micros,
 };
 use crate::wal::{self, Wal, WalDamage, WalRecord};
 
@@ -520,12 +520,6 @@ fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, sh
 
 fn maintenance_stopped() -> StoreError {
     StoreError::Stopped("the maintenance thread has stopped".to_owned())
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn maintenance_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Maintenance>) {

@@ -10,6 +10,7 @@ use arrow::array::Array;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kubetrail_event::{Decoded, Timestamp};
+use kubetrail_pipeline::ingest::now_micros;
 use kubetrail_pipeline::{Transforms, Verdict};
 use kubetrail_query::{CompileOptions, DataFusionDialect, compile, parse};
 use kubetrail_store::{
@@ -176,12 +177,6 @@ impl PruneArgs {
                 .transpose()?,
         })
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Counts of an import.

@@ -6,24 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{TempDir, data, kubetrail, run, stderr, stdout};
-
-fn count(store: &Path) -> (u64, u64) {
-    let output = run(
-        &[
-            "sql",
-            "--data",
-            store.to_str().unwrap(),
-            "-o",
-            "json",
-            "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events",
-        ],
-        b"",
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let row: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
-    (row["n"].as_u64().unwrap(), row["d"].as_u64().unwrap())
-}
+use super::{TempDir, count_events, data, kubetrail, run, stderr};
 
 /// The real fixture `copies` times, each copy with its own audit IDs.
 fn many_events(copies: usize) -> Vec<u8> {
@@ -103,7 +86,7 @@ fn kill_9_during_import_then_import_again_stores_everything_once() {
         duplicates > 0,
         "the recovered events were not counted as stored"
     );
-    assert_eq!(count(&store), (total, total));
+    assert_eq!(count_events(&store), (total, total));
 }
 
 /// Runs `script` as root of a private user and mount namespace, where a tmpfs can be mounted
@@ -241,7 +224,7 @@ fn retention_by_age_deletes_whole_old_days() {
         stderr(&output)
     );
     assert_eq!(days(&store), ["date=2026-11-21"]);
-    assert_eq!(count(&store), (2823, 2823));
+    assert_eq!(count_events(&store), (2823, 2823));
 }
 
 /// Whole days from a date to now.
@@ -328,5 +311,5 @@ fn compaction_merges_small_segments_and_keeps_every_event() {
         stderr(&output)
     );
     assert_eq!(segments(&store), 1);
-    assert_eq!(count(&store), (3 * 2823, 3 * 2823));
+    assert_eq!(count_events(&store), (3 * 2823, 3 * 2823));
 }

@@ -49,6 +49,25 @@ fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
+/// Stored events and distinct (auditID, stage) pairs in a data directory: equal when nothing is
+/// stored twice.
+fn count_events(store: &Path) -> (u64, u64) {
+    let output = run(
+        &[
+            "sql",
+            "--data",
+            store.to_str().unwrap(),
+            "-o",
+            "json",
+            "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events",
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let row: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    (row["n"].as_u64().unwrap(), row["d"].as_u64().unwrap())
+}
+
 /// A scratch directory removed when dropped.
 struct TempDir(PathBuf);
 

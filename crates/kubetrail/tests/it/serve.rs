@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{TempDir, data, kubetrail, run, stderr, stdout};
+use super::{TempDir, count_events, data, kubetrail, run, stderr, stdout};
 
 /// A running `kubetrail serve`.
 struct Serve {
@@ -87,23 +87,6 @@ fn free_port() -> u16 {
 }
 
 const TOKEN: &str = "prod-token-0123456789abcdef";
-
-fn count_events(store: &Path) -> (u64, u64) {
-    let output = run(
-        &[
-            "sql",
-            "--data",
-            store.to_str().unwrap(),
-            "-o",
-            "json",
-            "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events",
-        ],
-        b"",
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let row: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
-    (row["n"].as_u64().unwrap(), row["d"].as_u64().unwrap())
-}
 
 /// The distinct (auditID, stage) pairs in the webhook bodies.
 fn distinct_in_bodies(bodies: &[String]) -> u64 {
