@@ -230,7 +230,7 @@ impl Server {
                 .collect(),
             tail_patterns: config.tail.iter().flat_map(|t| t.paths.clone()).collect(),
         };
-        let metrics = metrics::Metrics::new(ingest.stats().clone(), tail_stats.first().cloned());
+        let metrics = metrics::Metrics::new(ingest.stats().clone(), tail_stats.clone());
         let app = Arc::new(App {
             credentials,
             ingest,

@@ -61,12 +61,12 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Figures {
     ingest: Arc<IngestStats>,
-    tail: Option<Arc<TailStats>>,
+    tail: Vec<Arc<TailStats>>,
 }
 
 impl Metrics {
     /// A registry with every metric; `ingest` and `tail` are read at scrape time.
-    pub fn new(ingest: Arc<IngestStats>, tail: Option<Arc<TailStats>>) -> Self {
+    pub fn new(ingest: Arc<IngestStats>, tail: Vec<Arc<TailStats>>) -> Self {
         let mut registry = Registry::default();
         let events_received = Family::<SourceCluster, Counter>::default();
         registry.register(
@@ -191,26 +191,33 @@ impl Collector for Figures {
             "1 while the store accepts events",
             i64::from(ingest.healthy.load(Ordering::Relaxed)),
         )?;
-        if let Some(tail) = &self.tail {
+        if !self.tail.is_empty() {
+            let sum = |field: fn(&TailStats) -> &std::sync::atomic::AtomicU64| {
+                self.tail.iter().map(|t| load(field(t))).sum::<u64>()
+            };
             counter(
                 &mut encoder,
                 "kubetrail_tail_events",
-                "Events read by the file source",
-                load(&tail.events),
+                "Events read by the file sources",
+                sum(|t| &t.events),
             )?;
             counter(
                 &mut encoder,
                 "kubetrail_tail_read_bytes",
-                "Bytes of complete lines read by the file source",
-                load(&tail.bytes),
+                "Bytes of complete lines read by the file sources",
+                sum(|t| &t.bytes),
             )?;
             counter(
                 &mut encoder,
                 "kubetrail_tail_skipped_lines",
                 "Lines of tailed files that were not valid audit events",
-                load(&tail.skipped),
+                sum(|t| &t.skipped),
             )?;
-            let files = tail.files.lock().map(|f| f.clone()).unwrap_or_default();
+            let files: Vec<_> = self
+                .tail
+                .iter()
+                .flat_map(|t| t.files.lock().map(|f| f.clone()).unwrap_or_default())
+                .collect();
             let mut offsets = encoder.encode_descriptor(
                 "kubetrail_tail_file_offset_bytes",
                 "Bytes of a tailed file read and acknowledged",

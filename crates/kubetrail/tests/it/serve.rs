@@ -576,6 +576,16 @@ fn tailing_follows_rename_gzip_copytruncate_and_restarts_with_exact_counts() {
     append(&log, &chunks[5][half..]);
     let server = Serve::start(&args);
     wait_for_tail_events(&server, chunks[5].len() as u64);
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let events = format!("kubetrail_tail_events_total {}", chunks[5].len());
+    assert!(metrics.contains(&events), "{metrics}");
+    assert!(
+        metrics.contains("kubetrail_tail_file_lag_bytes{path=\""),
+        "{metrics}"
+    );
     server.terminate();
     assert_eq!(count_events(&store), (2823, 2823));
     let checkpoints = std::fs::read_to_string(store.join("checkpoints.json")).unwrap();
