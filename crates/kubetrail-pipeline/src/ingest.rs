@@ -6,8 +6,8 @@
 //! a batch is committed as soon as it arrives.
 //!
 //! Backpressure is admission control on queued events: [`Ingest::try_submit`] refuses a batch
-//! when more than `max_queued_events` wait (the webhook answers 503 with `Retry-After`), and
-//! [`Ingest::submit`] waits for room (the tailer simply reads later). Memory therefore stays
+//! when more than `max_queued_events` wait (the webhook answers 429 with `Retry-After`), and
+//! [`Ingest::queue`] waits for room (the tailer simply reads later). Memory therefore stays
 //! bounded whatever clients offer.
 //!
 //! If the store fails (a full disk), pending batches are answered with an error, the source
@@ -51,8 +51,11 @@ impl IngestOptions {
     pub fn new(data_dir: PathBuf) -> Self {
         IngestOptions {
             data_dir,
+            // Small hand-offs keep the memory of pending rows low and make each Parquet
+            // encoding burst short, so it delays acknowledgements less; compaction merges the
+            // segments later.
             writer: WriterOptions {
-                flush_rows: 50_000,
+                flush_rows: 25_000,
                 ..WriterOptions::default()
             },
             flush_interval: Duration::from_secs(5),
@@ -206,6 +209,11 @@ impl Ingest {
         &self.stats
     }
 
+    /// True while the queue is full: a batch offered now would be refused.
+    pub fn is_full(&self) -> bool {
+        self.stats.queued_events.load(Ordering::Relaxed) >= self.max_queued
+    }
+
     /// Queues a batch unless too many events wait; the returned [`Ack`] resolves once the
     /// batch is durable. A refused batch is handed back.
     pub fn try_submit(&self, batch: Batch) -> Result<Ack, (IngestError, Batch)> {
@@ -245,22 +253,20 @@ impl Ingest {
         }
     }
 
-    /// Queues a batch, waiting while the queue is full, and waits until it is durable. For
-    /// sources that can simply slow down (the tailer). Gives up when `stop` is set or the store
-    /// fails; the caller then offers the same data again later.
-    pub fn submit(&self, mut batch: Batch, stop: &AtomicBool) -> Result<BatchOutcome, IngestError> {
-        let ack = loop {
+    /// Queues a batch, waiting while the queue is full; the returned [`Ack`] resolves once it
+    /// is durable. For sources that can simply slow down (the tailer). Gives up when `stop`
+    /// is set or the store fails; the caller then offers the same data again later.
+    pub fn queue(&self, mut batch: Batch, stop: &AtomicBool) -> Result<Ack, IngestError> {
+        loop {
             match self.try_submit(batch) {
-                Ok(ack) => break ack,
+                Ok(ack) => return Ok(ack),
                 Err((IngestError::Busy { .. }, returned)) if !stop.load(Ordering::Relaxed) => {
                     batch = returned;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err((error, _)) => return Err(error),
             }
-        };
-        ack.blocking_recv()
-            .unwrap_or(Err(IngestError::ShuttingDown))
+        }
     }
 }
 

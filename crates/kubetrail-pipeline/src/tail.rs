@@ -21,7 +21,7 @@
 //! **Start.** Files seen for the first time are read from the beginning, except on the very
 //! first start (no checkpoint file) with `start_at: end`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ use flate2::read::MultiGzDecoder;
 use kubetrail_event::{DecodeOptions, Decoded, Decoder};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::{Batch, Ingest, now_micros};
+use crate::ingest::{Ack, Batch, Ingest, IngestError, now_micros};
 use crate::transform::{Transforms, Verdict};
 
 /// Where to start in files seen on the very first start.
@@ -133,6 +133,16 @@ const MAX_CHECKPOINTS: usize = 1000;
 const FINGERPRINT_BYTES: usize = 256;
 /// Bytes read at a time.
 const CHUNK: usize = 4 << 20;
+/// Chunks decoded and queued but not yet acknowledged, per file.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A chunk of lines handed to the store, waiting for its acknowledgement.
+struct InFlight {
+    /// None when no line of the chunk is an event to store.
+    ack: Option<Ack>,
+    bytes: u64,
+    events: u64,
+}
 
 struct Tracked {
     path: PathBuf,
@@ -162,6 +172,8 @@ pub struct Tailer {
     checkpoints_dirty: bool,
     first_start: bool,
     tracked: Vec<Tracked>,
+    /// Of the file being read; empty between reads.
+    in_flight: VecDeque<InFlight>,
 }
 
 /// Why the checkpoint file could not be used.
@@ -234,6 +246,7 @@ impl Tailer {
             checkpoints_dirty: first_start,
             first_start,
             tracked: Vec::new(),
+            in_flight: VecDeque::new(),
         })
     }
 
@@ -362,6 +375,7 @@ impl Tailer {
         if self.tracked[index].gzip {
             if !self.tracked[index].finished && same_file {
                 self.read_gzip(index);
+                self.settle(index, 0);
             }
             return same_file && !self.stale(index);
         }
@@ -385,6 +399,7 @@ impl Tailer {
         }
         if size > self.tracked[index].offset {
             self.read_plain(index);
+            self.settle(index, 0);
         }
         // A file renamed out of the patterns or deleted is drained through its open handle,
         // then kept a while in case its last line is still being written.
@@ -476,7 +491,7 @@ impl Tailer {
                     // A final line without a newline in a finished file is still a line.
                     let mut last = buffer[..filled].to_vec();
                     last.push(b'\n');
-                    if !self.deliver(index, &last) {
+                    if !self.deliver(index, &last) || !self.settle(index, 0) {
                         return;
                     }
                     self.tracked[index].offset -= 1;
@@ -501,9 +516,11 @@ impl Tailer {
         }
     }
 
-    /// Decodes complete lines, submits their events and waits for the acknowledgement; only
-    /// then the offset advances. False when the batch could not be stored (the same lines are
-    /// read again later).
+    /// Decodes complete lines and queues their events for the store. Up to
+    /// [`MAX_IN_FLIGHT`] chunks wait for their acknowledgement at once, so decoding the next
+    /// chunk overlaps with writing the previous one; offsets advance only as acknowledgements
+    /// arrive, in order. False when a batch could not be stored (the same lines are read
+    /// again later).
     fn deliver(&mut self, index: usize, lines: &[u8]) -> bool {
         let cluster = self.options.cluster.clone();
         let transforms = self.transforms.clone();
@@ -524,27 +541,62 @@ impl Tailer {
             Decoded::Ignored { .. } => {}
         });
         let count = events.len() as u64;
-        if !events.is_empty() {
+        let ack = if events.is_empty() {
+            None
+        } else {
             let batch = Batch {
                 cluster,
                 events,
                 ingest_micros: now_micros(),
             };
-            if let Err(e) = self.ingest.submit(batch, &self.stop) {
-                tracing::warn!(file = %name, error = %e, "events not stored; they will be read again");
-                // The decoder has consumed these lines; they are fed again to a fresh one from
-                // the unchanged offset (line numbers in messages restart, nothing is lost).
-                self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
-                return false;
+            match self.ingest.queue(batch, &self.stop) {
+                Ok(ack) => Some(ack),
+                Err(e) => {
+                    self.abandon(index, &e);
+                    return false;
+                }
             }
+        };
+        self.in_flight.push_back(InFlight {
+            ack,
+            bytes: lines.len() as u64,
+            events: count,
+        });
+        self.settle(index, MAX_IN_FLIGHT - 1)
+    }
+
+    /// Waits for acknowledgements until at most `keep` chunks are in flight, advancing the
+    /// offset of each acknowledged chunk. False when one failed.
+    fn settle(&mut self, index: usize, keep: usize) -> bool {
+        while self.in_flight.len() > keep {
+            let Some(chunk) = self.in_flight.pop_front() else {
+                break;
+            };
+            if let Some(ack) = chunk.ack {
+                let result = ack
+                    .blocking_recv()
+                    .unwrap_or(Err(IngestError::ShuttingDown));
+                if let Err(e) = result {
+                    self.abandon(index, &e);
+                    return false;
+                }
+            }
+            self.tracked[index].offset += chunk.bytes;
+            self.stats.events.fetch_add(chunk.events, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(chunk.bytes, Ordering::Relaxed);
+            self.sync_checkpoint(index);
         }
-        self.tracked[index].offset += lines.len() as u64;
-        self.stats.events.fetch_add(count, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(lines.len() as u64, Ordering::Relaxed);
-        self.sync_checkpoint(index);
         true
+    }
+
+    /// A batch was not stored: forget what is in flight and read again from the last
+    /// acknowledged offset (chunks stored after it come again and are deduplicated).
+    fn abandon(&mut self, index: usize, error: &IngestError) {
+        tracing::warn!(file = %self.tracked[index].path.display(), %error, "events not stored; they will be read again");
+        self.in_flight.clear();
+        // The decoder has consumed these lines; they are fed again to a fresh one from the
+        // unchanged offset (line numbers in messages restart, nothing is lost).
+        self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
     }
 
     fn sync_checkpoint(&mut self, index: usize) {

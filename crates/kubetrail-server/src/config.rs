@@ -81,6 +81,11 @@ pub struct WebhookConfig {
     /// 10 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_size: String,
+    /// Request bodies being read, decoded or waiting for the store, all requests together
+    /// (`32MiB` default). A request that would exceed it gets 429 before its body is read, so
+    /// memory stays bounded however many senders push at once.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight_size: String,
     /// The clusters allowed to send, each with its credentials.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -90,10 +95,15 @@ fn default_max_body() -> String {
     "16MiB".to_owned()
 }
 
+fn default_max_inflight() -> String {
+    "32MiB".to_owned()
+}
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             max_body_size: default_max_body(),
+            max_inflight_size: default_max_inflight(),
             clusters: Vec::new(),
         }
     }

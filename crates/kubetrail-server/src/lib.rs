@@ -89,11 +89,39 @@ pub(crate) struct App {
     pub transforms: Arc<Transforms>,
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
+    pub inflight: InflightBudget,
     pub shutting_down: AtomicBool,
     pub started: Instant,
     pub status: StatusInfo,
     pub tail_stats: Vec<Arc<TailStats>>,
     pub webhook_counts: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Bytes of webhook requests between the start of their body and their answer, all requests
+/// together, counted in KiB permits (a `u32` of KiB covers any sensible budget).
+pub(crate) struct InflightBudget {
+    permits: tokio::sync::Semaphore,
+    total_kib: u32,
+}
+
+impl InflightBudget {
+    fn new(bytes: u64) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
+        InflightBudget {
+            permits: tokio::sync::Semaphore::new(total_kib as usize),
+            total_kib,
+        }
+    }
+
+    /// Reserves room for a body of `bytes`, or None when the budget is used up.
+    pub fn try_reserve(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib);
+        self.permits.try_acquire_many(kib).ok()
+    }
 }
 
 /// Static facts for `kubetrail status`.
@@ -151,6 +179,9 @@ impl Server {
         let max_body_bytes = units::parse_size(&config.webhook.max_body_size)
             .map_err(|e| value_error("webhook.maxBodySize", e))?
             as usize;
+        let max_inflight_bytes = units::parse_size(&config.webhook.max_inflight_size)
+            .map_err(|e| value_error("webhook.maxInflightSize", e))?
+            .max(max_body_bytes as u64);
         let mut ingest_options = IngestOptions::new(data.clone());
         ingest_options.flush_interval =
             duration(&config.store.flush_interval, "store.flushInterval")?;
@@ -237,6 +268,7 @@ impl Server {
             transforms,
             metrics,
             max_body_bytes,
+            inflight: InflightBudget::new(max_inflight_bytes),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             status,

@@ -159,6 +159,21 @@ async fn accept(
     if declared.is_some_and(|len| len > app.max_body_bytes) {
         return Err(too_large(app.max_body_bytes));
     }
+    // Shed load before reading the body: refusing costs nothing once memory is spoken for or
+    // the store is behind.
+    if app.ingest.is_full() {
+        drain(body, app.max_body_bytes).await;
+        return Err(busy("the store is behind"));
+    }
+    let Some(_reserved) = app
+        .inflight
+        .try_reserve(declared.unwrap_or(app.max_body_bytes))
+    else {
+        drain(body, app.max_body_bytes).await;
+        return Err(busy(
+            "too many request bodies in flight (webhook.maxInflightSize)",
+        ));
+    };
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
         .map_err(|e| {
@@ -215,6 +230,30 @@ fn too_large(limit: usize) -> Refusal {
             "the body is larger than {limit} bytes (webhook.maxBodySize); lower --audit-webhook-truncate-max-batch-size or raise the limit"
         ),
     )
+}
+
+/// Reads a refused request's body without keeping it, so the answer reaches the sender on a
+/// healthy connection instead of a reset in the middle of its upload.
+async fn drain(mut body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > limit {
+            break;
+        }
+    }
+}
+
+fn busy(why: &str) -> Refusal {
+    Refusal {
+        retry_after: Some(1),
+        ..Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!("kubetrail is receiving more than it can store right now ({why}); retry later"),
+        )
+    }
 }
 
 fn ingest_refusal(error: &IngestError) -> Refusal {

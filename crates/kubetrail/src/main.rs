@@ -7,6 +7,7 @@ mod cat;
 mod input;
 mod output;
 mod policy;
+mod send;
 mod serve;
 mod store;
 
@@ -33,6 +34,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Show a running server's sources, counters and health.
     Status(serve::StatusArgs),
+    /// Send audit logs to a webhook as kube-apiserver does (batches, retries); also a load generator.
+    Send(send::SendArgs),
     /// Print the events of audit logs, normalized to audit.k8s.io/v1, one per line.
     Cat(cat::CatArgs),
     /// Import audit logs into the store (every input format; duplicates skipped).
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Status(args) => serve::status(args),
+        Command::Send(args) => send::send(args),
         Command::Cat(args) => cat::run(args),
         Command::Policy { command } => policy::run(command),
         Command::Import(args) => store::import(args),

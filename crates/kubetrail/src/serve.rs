@@ -250,7 +250,7 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
     })
 }
 
-fn client_tls(ca: Option<&PathBuf>) -> Result<rustls::ClientConfig> {
+pub(crate) fn client_tls(ca: Option<&PathBuf>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

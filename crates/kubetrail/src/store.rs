@@ -75,7 +75,7 @@ pub struct TimeRangeArgs {
 }
 
 impl TimeRangeArgs {
-    fn range(&self) -> Result<(Option<i64>, Option<i64>)> {
+    pub fn range(&self) -> Result<(Option<i64>, Option<i64>)> {
         let time = |flag: &str, text: &str| {
             Timestamp::parse(text)
                 .map(|t| t.as_micros())
@@ -398,7 +398,7 @@ fn print_results(
     Ok(Outcome::Clean)
 }
 
-fn open_engine(data: &Path) -> Result<QueryEngine> {
+pub fn open_engine(data: &Path) -> Result<QueryEngine> {
     QueryEngine::open(data).map_err(|e| match e {
         StoreError::Missing(_) => anyhow::anyhow!("{e}"),
         other => anyhow::anyhow!("cannot open the store in {}: {other}", data.display()),

@@ -591,3 +591,74 @@ fn tailing_follows_rename_gzip_copytruncate_and_restarts_with_exact_counts() {
     let checkpoints = std::fs::read_to_string(store.join("checkpoints.json")).unwrap();
     assert!(checkpoints.contains("\"offset\""), "{checkpoints}");
 }
+
+#[test]
+fn send_delivers_like_the_api_server_and_repeats_with_fresh_audit_ids() {
+    let dir = TempDir::new("serve-send");
+    let store = dir.path().join("data");
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let token_arg = format!("prod={TOKEN}");
+    let server = Serve::start(&[
+        "--data",
+        store.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--webhook-token",
+        &token_arg,
+    ]);
+    let url = server.url("/audit");
+    let log = data("fixtures/real-apiserver-v1.36/audit.log");
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--url", &url, "--json"];
+        args.extend(extra);
+        args.push(log.to_str().unwrap());
+        run(&args, b"")
+    };
+    // Once, then again: the second delivery is all duplicates.
+    for expected_new in [2823, 0] {
+        let output = send(&["--token", TOKEN, "--concurrency", "3"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(summary["events_sent"], 2823);
+        assert_eq!(summary["events_acknowledged"], 2823);
+        assert_eq!(summary["events_stored"], expected_new);
+        assert_eq!(summary["requests"], 8, "400-event batches: {summary}");
+        assert_eq!(summary["answers"]["200"], 8);
+    }
+    // Load testing: every pass after the first gets fresh auditIDs, so all of it is stored.
+    let output = send(&["--token", TOKEN, "--duration", "2s", "--rate", "20000"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let acknowledged = summary["events_acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 2823, "{summary}");
+    assert_eq!(summary["events_dropped"], 0);
+    // The first pass repeats the stored IDs; every later one is new.
+    assert_eq!(summary["duplicates"], 2823);
+    let load_stored = summary["events_stored"].as_u64().unwrap();
+    assert_eq!(load_stored, acknowledged - 2823);
+    // A wrong token is refused on every attempt, and the batches are reported as dropped.
+    let output = send(&[
+        "--token",
+        "not-the-token-0123456789",
+        "--attempts",
+        "2",
+        "--initial-backoff",
+        "10ms",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // The 401 is sent before the body is read; an upload still under way may see the
+    // connection close instead (an error to the sender, retried the same way).
+    let refused = summary["answers"]["401"].as_u64().unwrap();
+    let errors = summary["answers"]["error"].as_u64().unwrap_or(0);
+    assert!(refused > 0);
+    assert_eq!(refused + errors, 16, "{summary}");
+    assert_eq!(summary["events_dropped"], 2823);
+    assert!(stderr(&output).contains("2823 events were not delivered after 2 attempts"));
+    server.terminate();
+    assert_eq!(
+        count_events(&store),
+        (2823 + load_stored, 2823 + load_stored)
+    );
+}
