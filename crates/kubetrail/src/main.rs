@@ -7,6 +7,7 @@ mod cat;
 mod input;
 mod output;
 mod policy;
+mod report;
 mod send;
 mod serve;
 mod store;
@@ -42,6 +43,8 @@ enum Command {
     Import(store::ImportArgs),
     /// Search the store with the query language.
     Query(store::QueryArgs),
+    /// Answer an operator's question: auth failures, anonymous access, latency, changes, one object's history, a rollout, top talkers.
+    Report(report::ReportArgs),
     /// Run SQL against the store's `events` table.
     Sql(store::SqlArgs),
     /// Manage the store.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Import(args) => store::import(args),
         Command::Query(args) => store::query(args),
         Command::Sql(args) => store::sql(args),
+        Command::Report(args) => report::report(args),
         Command::Store { command } => store::store(command),
     };
     match result {
