@@ -359,12 +359,18 @@ impl<'a> Ctx<'a> {
             cluster,
             limit: options.limit.max(1),
         };
+        // One scan: what is stored at all, and how much of it in the range asked for (a bound
+        // not given covers everything on its side).
         let all = ctx.query(
-            "SELECT count(*) AS n, min(time) AS first, max(time) AS last FROM events WHERE ($3 = '' OR cluster = $3)",
-            Vec::new(),
+            "SELECT count(*) AS n, min(time) AS first, max(time) AS last, \
+             sum(CASE WHEN time >= $4 AND time < $5 THEN 1 ELSE 0 END) AS in_range \
+             FROM events WHERE ($3 = '' OR cluster = $3)",
+            vec![
+                Param::TimestampMicros(options.from_micros.unwrap_or(ctx.from)),
+                Param::TimestampMicros(options.to_micros.unwrap_or(ctx.to)),
+            ],
         )?;
-        let stored = int(&all, "n").unwrap_or(0);
-        if stored == 0 {
+        if int(&all, "n").unwrap_or(0) == 0 {
             let whose = if ctx.cluster.is_empty() {
                 String::new()
             } else {
@@ -376,18 +382,12 @@ impl<'a> Ctx<'a> {
         let last = timestamp(&all, "last").unwrap_or(0);
         ctx.from = options.from_micros.unwrap_or(first);
         ctx.to = options.to_micros.unwrap_or(last + 1);
-        let to_text = match options.to_micros {
-            Some(to) => format_micros(to),
-            None => "the last stored event".to_owned(),
-        };
-        let in_range = ctx.query(
-            "SELECT count(*) AS n FROM events WHERE time >= $1 AND time < $2 AND ($3 = '' OR cluster = $3)",
-            Vec::new(),
-        )?;
-        if ctx.from >= ctx.to || int(&in_range, "n").unwrap_or(0) == 0 {
+        if ctx.from >= ctx.to || int(&all, "in_range").unwrap_or(0) == 0 {
             return Err(ReportError::EmptyRange {
                 from: format_micros(ctx.from),
-                to: to_text,
+                to: options
+                    .to_micros
+                    .map_or_else(|| "the last stored event".to_owned(), format_micros),
                 first: format_micros(first),
                 last: format_micros(last),
             });
@@ -411,20 +411,25 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The first row's value of `column`, read as array type `A`, unless absent or NULL.
+pub(crate) fn first_value<A: Array + 'static, T>(
+    batches: &[RecordBatch],
+    column: &str,
+    value: impl Fn(&A) -> T,
+) -> Option<T> {
+    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
+    let array = batch.column_by_name(column)?.as_any().downcast_ref::<A>()?;
+    (!array.is_null(0)).then(|| value(array))
+}
+
 /// The first row's value of an integer column.
 pub(crate) fn int(batches: &[RecordBatch], column: &str) -> Option<i64> {
-    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
-    let array = batch.column_by_name(column)?;
-    let array = array.as_any().downcast_ref::<Int64Array>()?;
-    (!array.is_null(0)).then(|| array.value(0))
+    first_value(batches, column, |a: &Int64Array| a.value(0))
 }
 
 /// The first row's value of a timestamp column, µs.
 pub(crate) fn timestamp(batches: &[RecordBatch], column: &str) -> Option<i64> {
-    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
-    let array = batch.column_by_name(column)?;
-    let array = array.as_any().downcast_ref::<TimestampMicrosecondArray>()?;
-    (!array.is_null(0)).then(|| array.value(0))
+    first_value(batches, column, |a: &TimestampMicrosecondArray| a.value(0))
 }
 
 /// RFC 3339 with microseconds, UTC.

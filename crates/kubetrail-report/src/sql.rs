@@ -3,7 +3,7 @@
 
 use kubetrail_query::{Dialect, Param};
 
-use crate::{Ctx, ObjectRef, Report, ReportError, Section, timestamp};
+use crate::{Ctx, ObjectRef, Report, ReportError, Section, first_value, timestamp};
 
 /// One event per request: its last stage. A request that failed authentication (or was
 /// refused before it) is audited only once, at `ResponseStarted`, with an empty user.
@@ -479,11 +479,9 @@ fn nearest_objects(ctx: &Ctx<'_>, object: &ObjectRef) -> Result<Vec<String>, Rep
 }
 
 fn text(batches: &[arrow::array::RecordBatch], column: &str) -> Option<String> {
-    use arrow::array::Array;
-    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
-    let array = batch.column_by_name(column)?;
-    let array = array.as_any().downcast_ref::<arrow::array::StringArray>()?;
-    (!array.is_null(0)).then(|| array.value(0).to_owned())
+    first_value(batches, column, |a: &arrow::array::StringArray| {
+        a.value(0).to_owned()
+    })
 }
 
 /// A ReplicaSet of deployment `$5`: named `$5-<hash>` (`$6` is `$5-%`), the hash without `-`,

@@ -47,6 +47,17 @@ pub(crate) fn day_folder(day: i64) -> String {
 
 /// Every committed segment of the table, in partition (day) order, then in write order.
 pub fn segments(data_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut files = partition_files(data_dir)?;
+    files.retain(|path| is_segment(path));
+    Ok(files)
+}
+
+fn is_segment(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "parquet")
+}
+
+/// Every file in the day partitions (segments and temporary files), sorted.
+fn partition_files(data_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut files = Vec::new();
     let events = events_dir(data_dir);
     if !events.exists() {
@@ -58,10 +69,7 @@ pub fn segments(data_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
             continue;
         }
         for file in fs::read_dir(&partition).map_err(|e| StoreError::io(&partition, e))? {
-            let path = file.map_err(|e| StoreError::io(&partition, e))?.path();
-            if path.extension().is_some_and(|e| e == "parquet") {
-                files.push(path);
-            }
+            files.push(file.map_err(|e| StoreError::io(&partition, e))?.path());
         }
     }
     files.sort();
@@ -206,29 +214,19 @@ fn replaced_by(path: &Path) -> Result<Vec<String>, StoreError> {
 
 /// Deletes temporary files of interrupted writes and the sources of interrupted compactions.
 pub(crate) fn finish_interrupted_compactions(data_dir: &Path) -> Result<(), StoreError> {
-    let events = events_dir(data_dir);
-    if !events.exists() {
-        return Ok(());
-    }
-    for partition in fs::read_dir(&events).map_err(|e| StoreError::io(&events, e))? {
-        let partition = partition.map_err(|e| StoreError::io(&events, e))?.path();
-        if !partition.is_dir() {
-            continue;
-        }
-        for file in fs::read_dir(&partition).map_err(|e| StoreError::io(&partition, e))? {
-            let path = file.map_err(|e| StoreError::io(&partition, e))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
-            }
+    let files = partition_files(data_dir)?;
+    for path in &files {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
         }
     }
-    for segment in segments(data_dir)? {
-        if !is_compacted(&segment) {
+    for segment in files.iter().filter(|path| is_segment(path)) {
+        if !is_compacted(segment) {
             continue;
         }
         // A damaged compacted segment is dealt with when keys are loaded; its sources stay.
-        let Ok(sources) = replaced_by(&segment) else {
+        let Ok(sources) = replaced_by(segment) else {
             continue;
         };
         let folder = segment.parent().unwrap_or(Path::new("."));

@@ -110,39 +110,55 @@ const LIST_HEAD: &[u8] =
     br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#;
 const LIST_TAIL: &[u8] = b"]}\n";
 
-/// Builds `EventList` bodies from decoded events.
-struct Batcher {
+/// Builds `EventList` bodies from decoded events and hands each to the sender as soon as it
+/// fills, so large inputs stream; when repeating, also keeps them for the later passes.
+struct Batcher<'a> {
     batch: u32,
     current: Prepared,
-    done: Vec<Prepared>,
+    tx: &'a mpsc::Sender<(Vec<u8>, u32)>,
+    /// Bodies kept for repeated passes (`--duration`), None when sending once.
+    kept: Option<Vec<Prepared>>,
+    /// False once the sender stopped listening (its deadline passed).
+    open: bool,
     diagnostics: Diagnostics,
     input_name: String,
     id_key: memmem::Finder<'static>,
 }
 
-impl Batcher {
-    fn empty() -> Prepared {
-        Prepared {
-            body: LIST_HEAD.to_vec(),
-            events: 0,
-            id_offsets: Vec::new(),
-        }
-    }
-
-    fn take(&mut self) -> Option<Prepared> {
-        if self.current.events == 0 {
-            return None;
-        }
-        let mut full = std::mem::replace(&mut self.current, Self::empty());
-        full.body.extend_from_slice(LIST_TAIL);
-        Some(full)
+fn empty_list() -> Prepared {
+    Prepared {
+        body: LIST_HEAD.to_vec(),
+        events: 0,
+        id_offsets: Vec::new(),
     }
 }
 
-impl DecodeHandler for Batcher {
+impl Batcher<'_> {
+    /// Closes the current body and hands it over.
+    fn send_current(&mut self) {
+        if self.current.events == 0 || !self.open {
+            return;
+        }
+        let mut full = std::mem::replace(&mut self.current, empty_list());
+        full.body.extend_from_slice(LIST_TAIL);
+        let events = full.events;
+        // Sending once needs no copy: the body itself goes.
+        let body = match &mut self.kept {
+            Some(kept) => {
+                let body = full.for_pass(0);
+                kept.push(full);
+                body
+            }
+            None => full.body,
+        };
+        self.open = self.tx.blocking_send((body, events)).is_ok();
+    }
+}
+
+impl DecodeHandler for Batcher<'_> {
     fn decoded(&mut self, decoded: Decoded<'_>) {
         match decoded {
-            Decoded::Event(event, _) => {
+            Decoded::Event(event, _) if self.open => {
                 let raw = event.raw.as_str().as_bytes();
                 let body = &mut self.current.body;
                 if self.current.events > 0 {
@@ -158,14 +174,12 @@ impl DecodeHandler for Batcher {
                     self.current.id_offsets.push(start + key + value);
                 }
                 self.current.events += 1;
-                if self.current.events == self.batch
-                    && let Some(full) = self.take()
-                {
-                    self.done.push(full);
+                if self.current.events == self.batch {
+                    self.send_current();
                 }
             }
             Decoded::Skipped(skip) => self.diagnostics.skipped(&self.input_name, &skip),
-            Decoded::Ignored { .. } => {}
+            Decoded::Event(..) | Decoded::Ignored { .. } => {}
         }
     }
 
@@ -173,55 +187,33 @@ impl DecodeHandler for Batcher {
 }
 
 /// Decodes the inputs on the calling thread and hands bodies to the sender; when `repeat`,
-/// keeps them and hands out passes with fresh auditIDs until the sender stops listening.
+/// then hands out passes with fresh auditIDs until the sender stops listening.
 fn produce(args: &SendArgs, repeat: bool, tx: &mpsc::Sender<(Vec<u8>, u32)>) -> Result<Outcome> {
     let mut batcher = Batcher {
         batch: args.batch,
-        current: Batcher::empty(),
-        done: Vec::new(),
+        current: empty_list(),
+        tx,
+        kept: repeat.then(Vec::new),
+        open: true,
         diagnostics: Diagnostics::new(args.decode.error_limit),
         input_name: String::new(),
         id_key: memmem::Finder::new(b"\"auditID\"").into_owned(),
     };
-    let mut kept = Vec::new();
     let options = args.decode.options();
-    let hand_over = |done: &mut Vec<Prepared>, kept: &mut Vec<Prepared>| -> bool {
-        for prepared in done.drain(..) {
-            let sent = tx.blocking_send((prepared.for_pass(0), prepared.events));
-            if sent.is_err() {
-                return false;
-            }
-            if repeat {
-                kept.push(prepared);
-            }
-        }
-        true
-    };
-    'inputs: for file in &args.files {
+    for file in &args.files {
         let input = Input::from_arg(file);
         batcher.input_name = input.name();
-        let mut feed = ForwardingHandler {
-            batcher: &mut batcher,
-            on_batch: |done: &mut Vec<Prepared>| hand_over(done, &mut kept),
-            open: true,
-        };
-        if let Err(e) = decode_input(&input, &options, &mut feed) {
-            feed.batcher.diagnostics.input_failed(&e);
+        if let Err(e) = decode_input(&input, &options, &mut batcher) {
+            batcher.diagnostics.input_failed(&e);
         }
-        if !feed.open {
-            break 'inputs;
+        if !batcher.open {
+            break;
         }
     }
-    if let Some(last) = batcher.take() {
-        batcher.done.push(last);
-    }
-    let mut done = std::mem::take(&mut batcher.done);
-    if !hand_over(&mut done, &mut kept) {
+    batcher.send_current();
+    let Some(kept) = batcher.kept.take().filter(|_| batcher.open) else {
         return Ok(batcher.diagnostics.finish());
-    }
-    if !repeat {
-        return Ok(batcher.diagnostics.finish());
-    }
+    };
     if kept.is_empty() {
         bail!("the inputs hold no events to send");
     }
@@ -236,29 +228,6 @@ fn produce(args: &SendArgs, repeat: bool, tx: &mpsc::Sender<(Vec<u8>, u32)>) -> 
         }
     }
     Ok(batcher.diagnostics.finish())
-}
-
-/// Passes finished bodies on as soon as a batch fills, so large inputs stream.
-struct ForwardingHandler<'a, F: FnMut(&mut Vec<Prepared>) -> bool> {
-    batcher: &'a mut Batcher,
-    on_batch: F,
-    open: bool,
-}
-
-impl<F: FnMut(&mut Vec<Prepared>) -> bool> DecodeHandler for ForwardingHandler<'_, F> {
-    fn decoded(&mut self, decoded: Decoded<'_>) {
-        if !self.open {
-            return;
-        }
-        self.batcher.decoded(decoded);
-        if !self.batcher.done.is_empty() {
-            self.open = (self.on_batch)(&mut self.batcher.done);
-        }
-    }
-
-    fn progress(&mut self, bytes: u64) {
-        self.batcher.progress(bytes);
-    }
 }
 
 /// What happened to the requests.

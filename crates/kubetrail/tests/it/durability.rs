@@ -174,14 +174,7 @@ fn a_full_disk_stops_the_import_cleanly_and_nothing_is_lost_after_space_is_freed
 }
 
 fn import_files(store: &Path, files: &[&str]) {
-    let mut args = vec!["import", "--no-redact", "--data", store.to_str().unwrap()];
-    let paths: Vec<String> = files
-        .iter()
-        .map(|f| data(f).to_str().unwrap().to_owned())
-        .collect();
-    args.extend(paths.iter().map(String::as_str));
-    let output = run(&args, b"");
-    assert!(output.status.success(), "{}", stderr(&output));
+    super::import(store, &["--no-redact"], files);
 }
 
 fn days(store: &Path) -> Vec<String> {

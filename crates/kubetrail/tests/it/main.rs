@@ -50,9 +50,22 @@ fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
-/// Stored events and distinct (auditID, stage) pairs in a data directory: equal when nothing is
-/// stored twice.
-fn count_events(store: &Path) -> (u64, u64) {
+/// Imports test data `files` into `store` with `extra` options; the import's JSON summary.
+fn import(store: &Path, extra: &[&str], files: &[&str]) -> serde_json::Value {
+    let mut args = vec!["import", "--data", store.to_str().unwrap()];
+    args.extend(extra);
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| data(f).to_str().unwrap().to_owned())
+        .collect();
+    args.extend(paths.iter().map(String::as_str));
+    let output = run(&args, b"");
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The rows of a SQL statement over `store`, one JSON object each.
+fn sql_rows(store: &Path, statement: &str) -> Vec<serde_json::Value> {
     let output = run(
         &[
             "sql",
@@ -60,13 +73,28 @@ fn count_events(store: &Path) -> (u64, u64) {
             store.to_str().unwrap(),
             "-o",
             "json",
-            "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events",
+            statement,
         ],
         b"",
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    let row: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
-    (row["n"].as_u64().unwrap(), row["d"].as_u64().unwrap())
+    stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Stored events and distinct (auditID, stage) pairs in a data directory: equal when nothing is
+/// stored twice.
+fn count_events(store: &Path) -> (u64, u64) {
+    let rows = sql_rows(
+        store,
+        "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events",
+    );
+    (
+        rows[0]["n"].as_u64().unwrap(),
+        rows[0]["d"].as_u64().unwrap(),
+    )
 }
 
 /// A scratch directory removed when dropped.

@@ -9,16 +9,7 @@ use serde_json::Value;
 use super::{TempDir, data, run, stderr, stdout};
 
 fn import(store: &Path, file: &str) {
-    let output = run(
-        &[
-            "import",
-            "--data",
-            store.to_str().unwrap(),
-            data(file).to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
+    super::import(store, &[], &[file]);
 }
 
 fn report(store: &Path, args: &[&str]) -> Value {

@@ -596,14 +596,12 @@ fn tailing_follows_rename_gzip_copytruncate_and_restarts_with_exact_counts() {
 fn send_delivers_like_the_api_server_and_repeats_with_fresh_audit_ids() {
     let dir = TempDir::new("serve-send");
     let store = dir.path().join("data");
-    let port = free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
     let token_arg = format!("prod={TOKEN}");
     let server = Serve::start(&[
         "--data",
         store.to_str().unwrap(),
         "--listen",
-        &listen,
+        "127.0.0.1:0",
         "--webhook-token",
         &token_arg,
     ]);

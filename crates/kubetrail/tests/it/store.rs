@@ -3,37 +3,11 @@
 use super::{TempDir, data, run, stderr, stdout};
 
 fn import(dir: &TempDir, extra: &[&str], files: &[&str]) -> serde_json::Value {
-    let store = dir.path().join("data");
-    let mut args = vec!["import", "--data", store.to_str().unwrap()];
-    args.extend(extra);
-    let paths: Vec<String> = files
-        .iter()
-        .map(|f| data(f).to_str().unwrap().to_owned())
-        .collect();
-    args.extend(paths.iter().map(String::as_str));
-    let output = run(&args, b"");
-    assert!(output.status.success(), "{}", stderr(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
+    super::import(&dir.path().join("data"), extra, files)
 }
 
 fn sql(dir: &TempDir, statement: &str) -> Vec<serde_json::Value> {
-    let store = dir.path().join("data");
-    let output = run(
-        &[
-            "sql",
-            "--data",
-            store.to_str().unwrap(),
-            "-o",
-            "json",
-            statement,
-        ],
-        b"",
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    super::sql_rows(&dir.path().join("data"), statement)
 }
 
 fn query(dir: &TempDir, q: &str) -> Vec<serde_json::Value> {
