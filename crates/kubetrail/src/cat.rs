@@ -1,12 +1,12 @@
 //! `kubetrail cat`: decode inputs and print normalized events, a table, or counts.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use kubetrail_event::{
     AuditEvent, DecodeOptions, Decoded, InputFormat, JsonOptions, RedactionConfig, Redactor,
     write_event_json,
@@ -15,7 +15,7 @@ use kubetrail_policy::{Applied, Evaluator, apply_policy};
 use kubetrail_query::Matcher;
 use serde::Serialize;
 
-use crate::input::{DecodeHandler, Input, decode_input};
+use crate::input::{DecodeHandler, Input, decode_input, progress_bar};
 use crate::output::{Diagnostics, Outcome, StdoutSink};
 
 /// Print the events of audit logs, normalized to audit.k8s.io/v1, one per line.
@@ -331,32 +331,6 @@ impl DecodeHandler for CatRun<'_> {
             bar.set_message(format!("{} events", self.stats.events));
         }
     }
-}
-
-/// A byte progress bar on stderr, only for people (a terminal) and only for inputs large
-/// enough to wait for.
-fn progress_bar(inputs: &[Input]) -> Option<ProgressBar> {
-    if !io::stderr().is_terminal() {
-        return None;
-    }
-    let total: u64 = inputs.iter().filter_map(Input::size).sum();
-    let unknown_size = inputs.iter().any(|i| i.size().is_none());
-    if total < 64 << 20 && !unknown_size {
-        return None;
-    }
-    let bar = if unknown_size {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    Some(bar)
 }
 
 /// The `--output table` layout.

@@ -3,11 +3,12 @@
 //! [`Decoder`] in large chunks.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use flate2::read::MultiGzDecoder;
+use indicatif::{ProgressBar, ProgressStyle};
 use kubetrail_event::{DecodeOptions, Decoded, Decoder};
 
 /// Chunk size for feeding the decoder: large enough to amortize calls, small enough for caches.
@@ -101,4 +102,30 @@ pub fn decode_input(
     }
     decoder.finish(&mut |d| handler.decoded(d));
     Ok(())
+}
+
+/// A byte progress bar on stderr, only for people (a terminal) and only for inputs large
+/// enough to wait for.
+pub fn progress_bar(inputs: &[Input]) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = inputs.iter().filter_map(Input::size).sum();
+    let unknown_size = inputs.iter().any(|i| i.size().is_none());
+    if total < 64 << 20 && !unknown_size {
+        return None;
+    }
+    let bar = if unknown_size {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    Some(bar)
 }

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use indicatif::ProgressBar;
 use kubetrail_event::Decoded;
 use memchr::memmem;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::cat::DecodeArgs;
-use crate::input::{DecodeHandler, Input, decode_input};
+use crate::input::{DecodeHandler, Input, decode_input, progress_bar};
 use crate::output::{Diagnostics, Outcome, StdoutSink};
 use crate::serve::client_tls;
 
@@ -123,6 +124,9 @@ struct Batcher<'a> {
     diagnostics: Diagnostics,
     input_name: String,
     id_key: memmem::Finder<'static>,
+    /// Bytes read, on a terminal, for large inputs.
+    progress: Option<ProgressBar>,
+    events_read: u64,
 }
 
 fn empty_list() -> Prepared {
@@ -174,6 +178,7 @@ impl DecodeHandler for Batcher<'_> {
                     self.current.id_offsets.push(start + key + value);
                 }
                 self.current.events += 1;
+                self.events_read += 1;
                 if self.current.events == self.batch {
                     self.send_current();
                 }
@@ -183,7 +188,12 @@ impl DecodeHandler for Batcher<'_> {
         }
     }
 
-    fn progress(&mut self, _bytes: u64) {}
+    fn progress(&mut self, bytes: u64) {
+        if let Some(bar) = &self.progress {
+            bar.inc(bytes);
+            bar.set_message(format!("{} events read", self.events_read));
+        }
+    }
 }
 
 /// Decodes the inputs on the calling thread and hands bodies to the sender; when `repeat`,
@@ -198,12 +208,15 @@ fn produce(args: &SendArgs, repeat: bool, tx: &mpsc::Sender<(Vec<u8>, u32)>) -> 
         diagnostics: Diagnostics::new(args.decode.error_limit),
         input_name: String::new(),
         id_key: memmem::Finder::new(b"\"auditID\"").into_owned(),
+        progress: None,
+        events_read: 0,
     };
+    let inputs: Vec<Input> = args.files.iter().map(|f| Input::from_arg(f)).collect();
+    batcher.progress = progress_bar(&inputs);
     let options = args.decode.options();
-    for file in &args.files {
-        let input = Input::from_arg(file);
+    for input in &inputs {
         batcher.input_name = input.name();
-        if let Err(e) = decode_input(&input, &options, &mut batcher) {
+        if let Err(e) = decode_input(input, &options, &mut batcher) {
             batcher.diagnostics.input_failed(&e);
         }
         if !batcher.open {
@@ -211,6 +224,9 @@ fn produce(args: &SendArgs, repeat: bool, tx: &mpsc::Sender<(Vec<u8>, u32)>) -> 
         }
     }
     batcher.send_current();
+    if let Some(bar) = batcher.progress.take() {
+        bar.finish_and_clear();
+    }
     let Some(kept) = batcher.kept.take().filter(|_| batcher.open) else {
         return Ok(batcher.diagnostics.finish());
     };
