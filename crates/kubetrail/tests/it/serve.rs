@@ -625,7 +625,8 @@ fn send_delivers_like_the_api_server_and_repeats_with_fresh_audit_ids() {
         assert_eq!(summary["answers"]["200"], 8);
     }
     // Load testing: every pass after the first gets fresh auditIDs, so all of it is stored.
-    let output = send(&["--token", TOKEN, "--duration", "2s", "--rate", "20000"]);
+    // Unpaced and long enough for several passes even on a busy machine with a debug build.
+    let output = send(&["--token", TOKEN, "--duration", "8s", "--concurrency", "2"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let acknowledged = summary["events_acknowledged"].as_u64().unwrap();
