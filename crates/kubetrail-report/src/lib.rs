@@ -12,6 +12,7 @@
 //!   proxy and log streams), whose duration is the length of a session, not API-server work;
 //! - the time range is half-open, `[from, to)`; without one, the whole store.
 
+pub mod rbac;
 mod sql;
 
 use std::fmt;
@@ -166,6 +167,14 @@ pub enum ReportError {
         /// Similar objects that were seen.
         nearest: Vec<String>,
     },
+    /// The user or service account asked about made no request in the range.
+    #[error("{subject} made no authenticated request in this range{}", nearest_users(.nearest))]
+    SubjectNotSeen {
+        /// The user name asked for.
+        subject: String,
+        /// Users that were seen, closest first.
+        nearest: Vec<String>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -181,6 +190,14 @@ fn names() -> String {
         .map(|(name, _)| *name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn nearest_users(nearest: &[String]) -> String {
+    if nearest.is_empty() {
+        String::new()
+    } else {
+        format!("; users that were seen: {}", nearest.join(", "))
+    }
 }
 
 fn nearest_objects(nearest: &[String]) -> String {
@@ -264,7 +281,7 @@ fn nearest_report(name: &str) -> Option<&'static str> {
 }
 
 /// Levenshtein distance, for suggesting a report name.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

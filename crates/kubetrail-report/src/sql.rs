@@ -372,8 +372,24 @@ pub(crate) fn changes(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
 
 /// The condition for one object; parameters `$4` resource, `$5` namespace, `$6` name, `$7`
 /// group (`''` for any).
-const OBJECT: &str =
-    "resource = $4 AND namespace = $5 AND name = $6 AND ($7 = '' OR api_group = $7)";
+macro_rules! object {
+    () => {
+        "resource = $4 AND namespace = $5 AND name = $6 AND ($7 = '' OR api_group = $7)"
+    };
+}
+const OBJECT: &str = object!();
+
+/// The requests that touched one object, one row each: the latest stage of every auditID.
+/// Unlike [`REQUESTS`] this also keeps long-running requests still open when the log ends —
+/// an `exec` into a pod is audited at `ResponseStarted` and only completes when the session
+/// does. One object's events are few, so the per-request window is cheap here.
+const OBJECT_REQUESTS: &str = concat!(
+    "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY audit_id ORDER BY ",
+    "CASE stage WHEN 'ResponseComplete' THEN 3 WHEN 'Panic' THEN 3 WHEN 'ResponseStarted' THEN 2 ELSE 1 END DESC) AS request_stage ",
+    "FROM events WHERE time >= $1 AND time < $2 AND ($3 = '' OR cluster = $3) AND ",
+    object!(),
+    ") WHERE request_stage = 1) AS requests"
+);
 
 fn object_params(object: &ObjectRef) -> Vec<Param> {
     vec![
@@ -396,7 +412,7 @@ pub(crate) fn object(
         "requests",
         "Requests, in order",
         &format!(
-            "SELECT time, verb, subresource, user, client, {IP} AS source_ip, code, status_reason, {} AS latency_ms FROM events WHERE {REQUESTS} AND {OBJECT} ORDER BY time, audit_id LIMIT {limit}",
+            "SELECT time, verb, subresource, user, client, {IP} AS source_ip, code, status_reason, {} AS latency_ms FROM {OBJECT_REQUESTS} ORDER BY time, audit_id LIMIT {limit}",
             ms("latency_us")
         ),
         object_params(object),
@@ -413,7 +429,7 @@ pub(crate) fn object(
         "actions",
         "Who did what",
         &format!(
-            "SELECT verb, subresource, user, count(*) AS requests, min(time) AS first, max(time) AS last, max(code) AS highest_code FROM events WHERE {REQUESTS} AND {OBJECT} GROUP BY 1, 2, 3 ORDER BY first"
+            "SELECT verb, subresource, user, count(*) AS requests, min(time) AS first, max(time) AS last, max(code) AS highest_code FROM {OBJECT_REQUESTS} GROUP BY 1, 2, 3 ORDER BY first"
         ),
         object_params(object),
     )?;
@@ -422,7 +438,7 @@ pub(crate) fn object(
             "SELECT min(CASE WHEN verb = 'create' AND subresource = '' AND code < 400 THEN user END) AS created_by, \
              min(CASE WHEN subresource = 'eviction' AND code < 400 THEN user END) AS evicted_by, \
              min(CASE WHEN verb = 'delete' AND subresource = '' AND code < 400 THEN user END) AS deleted_by \
-             FROM events WHERE {REQUESTS} AND {OBJECT}"
+             FROM {OBJECT_REQUESTS}"
         ),
         object_params(object),
     )?;

@@ -7,6 +7,7 @@ mod cat;
 mod input;
 mod output;
 mod policy;
+mod rbac;
 mod report;
 mod send;
 mod serve;
@@ -45,6 +46,11 @@ enum Command {
     Query(store::QueryArgs),
     /// Answer an operator's question: auth failures, anonymous access, latency, changes, one object's history, a rollout, top talkers.
     Report(report::ReportArgs),
+    /// RBAC advice from what was observed: least-privilege roles for a subject, the rules refused requests lack.
+    Rbac {
+        #[command(subcommand)]
+        command: rbac::RbacCommand,
+    },
     /// Run SQL against the store's `events` table.
     Sql(store::SqlArgs),
     /// Manage the store.
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Command::Query(args) => store::query(args),
         Command::Sql(args) => store::sql(args),
         Command::Report(args) => report::report(args),
+        Command::Rbac { command } => rbac::run(command),
         Command::Store { command } => store::store(command),
     };
     match result {

@@ -8,6 +8,7 @@ mod cat;
 mod deploy;
 mod durability;
 mod policy;
+mod rbac;
 mod report;
 mod serve;
 mod store;

@@ -195,6 +195,21 @@ fn reports_find_every_injected_incident() {
         eviction["evicted_by"].as_str().unwrap()
     )));
 
+    // object: an exec still open when the log ends (audited only at ResponseStarted) counts.
+    let exec = &incidents["exec"];
+    let pod = format!(
+        "pods/{}/{}",
+        exec["namespace"].as_str().unwrap(),
+        exec["pod"].as_str().unwrap()
+    );
+    let object = report(&store, &["object", &pod]);
+    let execs: Vec<&Value> = rows(&object, "requests")
+        .iter()
+        .filter(|r| r["subresource"] == "exec")
+        .collect();
+    assert_eq!(execs.len() as u64, exec["count"].as_u64().unwrap());
+    assert_eq!(execs[0]["user"], exec["user"]);
+
     // rollout: the incident's chain, linked from the deployment to its new pods.
     let rollout = &incidents["deployment-rollout"];
     let deployment = format!(
