@@ -25,5 +25,6 @@ pub use lexer::CompareOp;
 pub use matcher::{Matcher, collect_path, wildcard_match};
 pub use parser::parse;
 pub use sql::{
-    CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, compile,
+    CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, SEARCH_COLUMNS,
+    SearchCursor, compile, compile_search,
 };

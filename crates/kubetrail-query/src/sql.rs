@@ -208,6 +208,80 @@ pub fn compile(
     })
 }
 
+/// Where a page of search results continues: the last event of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCursor {
+    /// Its time, µs since the epoch.
+    pub time_micros: i64,
+    /// Its auditID.
+    pub audit_id: String,
+    /// Its stage.
+    pub stage: String,
+}
+
+/// The columns of a search hit: enough to page and to show the complete event.
+pub const SEARCH_COLUMNS: &[&str] = &["time", "audit_id", "stage", "cluster", "event"];
+
+/// Compiles a search: the events matching the query's filter in the range, newest first,
+/// ordered by (time, auditID, stage) descending so that the page after `after` is exact even
+/// when many events share a timestamp. `limit` rows at most; pipes are not part of a search
+/// (the caller refuses them).
+pub fn compile_search(
+    query: &Query,
+    dialect: &dyn Dialect,
+    options: &CompileOptions,
+    after: Option<&SearchCursor>,
+    limit: u64,
+) -> CompiledSql {
+    let mut c = Compiler {
+        dialect,
+        params: Vec::new(),
+    };
+    let mut conditions = Vec::new();
+    if let Some(filter) = &query.filter {
+        conditions.push(c.expr(filter));
+    }
+    let time = dialect.ident("time");
+    if let Some(from) = options.from_micros {
+        let p = c.param(Param::TimestampMicros(from));
+        conditions.push(format!("{time} >= {p}"));
+    }
+    if let Some(to) = options.to_micros {
+        let p = c.param(Param::TimestampMicros(to));
+        conditions.push(format!("{time} < {p}"));
+    }
+    if let Some(after) = after {
+        let (id, stage) = (dialect.ident("audit_id"), dialect.ident("stage"));
+        let t = c.param(Param::TimestampMicros(after.time_micros));
+        let a = c.param(Param::Text(after.audit_id.clone()));
+        let s = c.param(Param::Text(after.stage.clone()));
+        conditions.push(format!(
+            "{time} < {t} OR ({time} = {t} AND ({id} < {a} OR ({id} = {a} AND {stage} < {s})))"
+        ));
+    }
+    let stage = Stage {
+        select: SEARCH_COLUMNS
+            .iter()
+            .map(|name| (dialect.ident(name), (*name).to_owned()))
+            .collect(),
+        from: TABLE.to_owned(),
+        conditions,
+        group_by: Vec::new(),
+        order_by: ["time", "audit_id", "stage"]
+            .iter()
+            .map(|name| format!("{} DESC", dialect.ident(name)))
+            .collect(),
+        limit: Some(limit),
+        shaped: true,
+        event_rows: true,
+    };
+    CompiledSql {
+        sql: stage.render(dialect),
+        params: c.params,
+        columns: SEARCH_COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
 /// One SELECT being built.
 struct Stage {
     select: Vec<(String, String)>,
@@ -571,6 +645,39 @@ mod tests {
                 Param::Text("get".into()),
                 Param::Int(400),
             ],
+        );
+    }
+
+    #[test]
+    fn searches_page_by_time_audit_id_and_stage() {
+        let after = SearchCursor {
+            time_micros: 7,
+            audit_id: "a'b".into(),
+            stage: "ResponseComplete".into(),
+        };
+        let compiled = compile_search(
+            &parse("verb:delete").unwrap(),
+            &DataFusionDialect,
+            &CompileOptions {
+                from_micros: Some(1),
+                ..CompileOptions::default()
+            },
+            Some(&after),
+            51,
+        );
+        assert_eq!(
+            compiled.sql,
+            r#"SELECT "time" AS "time", "audit_id" AS "audit_id", "stage" AS "stage", "cluster" AS "cluster", "event" AS "event" FROM events WHERE ("verb" = $1) AND ("time" >= $2) AND ("time" < $3 OR ("time" = $3 AND ("audit_id" < $4 OR ("audit_id" = $4 AND "stage" < $5)))) ORDER BY "time" DESC, "audit_id" DESC, "stage" DESC LIMIT 51"#
+        );
+        assert_eq!(
+            compiled.params,
+            [
+                Param::Text("delete".into()),
+                Param::TimestampMicros(1),
+                Param::TimestampMicros(7),
+                Param::Text("a'b".into()),
+                Param::Text("ResponseComplete".into()),
+            ]
         );
     }
 

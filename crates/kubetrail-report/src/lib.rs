@@ -108,13 +108,7 @@ impl Report {
     pub fn to_json(&self) -> Result<Value, ReportError> {
         let mut sections = Vec::new();
         for section in &self.sections {
-            let lines = output::json_lines(&section.batches)?;
-            let rows: Vec<Value> = lines
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(serde_json::from_slice)
-                .collect::<Result<_, _>>()
-                .map_err(|e| ReportError::Store(StoreError::Query(e.to_string())))?;
+            let rows = output::json_rows(&section.batches)?;
             sections.push(json!({"name": section.name, "title": section.title, "rows": rows}));
         }
         Ok(json!({

@@ -21,6 +21,9 @@ pub struct ServeConfig {
     /// The webhook source (`POST /audit`).
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// The HTTP API (`/api/v1`).
+    #[serde(default)]
+    pub api: ApiConfig,
     /// File sources: the API server's log backend files.
     #[serde(default)]
     pub tail: Vec<TailConfig>,
@@ -50,6 +53,7 @@ impl Default for ServeConfig {
             data: None,
             tls: None,
             webhook: WebhookConfig::default(),
+            api: ApiConfig::default(),
             tail: Vec::new(),
             checkpoints: None,
             store: StoreConfig::default(),
@@ -105,6 +109,36 @@ impl Default for WebhookConfig {
             max_body_size: default_max_body(),
             max_inflight_size: default_max_inflight(),
             clusters: Vec::new(),
+        }
+    }
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiConfig {
+    /// Bearer tokens accepted by the API. With neither tokens nor tokenFiles, a token is
+    /// generated on the first start and kept in `<data>/api-token`.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Files holding one token each (mounted Secrets), read at start.
+    #[serde(default)]
+    pub token_files: Vec<PathBuf>,
+    /// Queries running at once; more wait their turn (default 2).
+    #[serde(default = "default_concurrent_queries")]
+    pub max_concurrent_queries: usize,
+}
+
+fn default_concurrent_queries() -> usize {
+    2
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            tokens: Vec::new(),
+            token_files: Vec::new(),
+            max_concurrent_queries: default_concurrent_queries(),
         }
     }
 }

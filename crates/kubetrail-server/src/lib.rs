@@ -12,6 +12,7 @@
 //! crate because the webhook needs the client certificate's identity (mTLS) on each request
 //! and a graceful shutdown that drains connections before the store is closed.
 
+mod api;
 pub mod config;
 pub mod metrics;
 pub mod units;
@@ -85,6 +86,7 @@ pub(crate) struct Credentials {
 /// Everything the request handlers share.
 pub(crate) struct App {
     pub credentials: Credentials,
+    pub api: api::Api,
     pub ingest: Ingest,
     pub transforms: Arc<Transforms>,
     pub metrics: metrics::Metrics,
@@ -150,6 +152,7 @@ pub struct Server {
     tailers: Vec<std::thread::JoinHandle<()>>,
     stop_tailers: Arc<AtomicBool>,
     local_addr: SocketAddr,
+    api_token_file: Option<PathBuf>,
 }
 
 impl Server {
@@ -261,9 +264,11 @@ impl Server {
                 .collect(),
             tail_patterns: config.tail.iter().flat_map(|t| t.paths.clone()).collect(),
         };
+        let (api_tokens, api_token_file) = api_tokens(&config, &data)?;
         let metrics = metrics::Metrics::new(ingest.stats().clone(), tail_stats.clone());
         let app = Arc::new(App {
             credentials,
+            api: api::Api::new(api_tokens, data.clone(), config.api.max_concurrent_queries),
             ingest,
             transforms,
             metrics,
@@ -283,7 +288,13 @@ impl Server {
             tailers,
             stop_tailers,
             local_addr,
+            api_token_file,
         })
+    }
+
+    /// Where the generated API token is kept, when no token was configured.
+    pub fn api_token_file(&self) -> Option<&std::path::Path> {
+        self.api_token_file.as_deref()
     }
 
     /// The bound address (useful with port 0).
@@ -450,6 +461,43 @@ fn transforms(config: &ServeConfig) -> Result<Transforms, ServerError> {
     })
 }
 
+/// The API's tokens: the configured ones, or a generated one kept in the data directory.
+fn api_tokens(
+    config: &ServeConfig,
+    data: &std::path::Path,
+) -> Result<(Vec<String>, Option<PathBuf>), ServerError> {
+    let mut tokens: Vec<String> = config
+        .api
+        .tokens
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .collect();
+    for file in &config.api.token_files {
+        let token = std::fs::read_to_string(file)
+            .map_err(|e| value_error("api.tokenFiles", format!("{}: {e}", file.display())))?;
+        tokens.push(token.trim().to_owned());
+    }
+    if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
+        return Err(value_error(
+            "api.tokens",
+            format!(
+                "a token of {} characters is too short; use a long random secret (openssl rand -hex 32)",
+                short.len()
+            ),
+        ));
+    }
+    if !tokens.is_empty() {
+        return Ok((tokens, None));
+    }
+    let (token, path) = api::generated_token(data).map_err(|e| {
+        value_error(
+            "api.tokens",
+            format!("cannot keep a generated token in {}: {e}", data.display()),
+        )
+    })?;
+    Ok((vec![token], Some(path)))
+}
+
 fn credentials(config: &ServeConfig) -> Result<Credentials, ServerError> {
     let mut tokens = Vec::new();
     let mut client_cns = Vec::new();
@@ -553,7 +601,17 @@ fn load_tls(tls: &config::TlsConfig) -> Result<TlsAcceptor, ServerError> {
 }
 
 fn router(app: Arc<App>) -> Router {
+    let mut api = Router::new();
+    for (path, route) in api::routes() {
+        api = api.route(path, route);
+    }
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        api::require_token,
+    ));
     Router::new()
+        .nest("/api/v1", api)
+        .route("/api/v1/openapi.yaml", get(api::openapi))
         .route("/audit", post(webhook::receive))
         .route("/audit/{token}", post(webhook::receive_with_path_token))
         .route("/healthz", get(|| async { "ok\n" }))

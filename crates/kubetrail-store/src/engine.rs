@@ -7,6 +7,8 @@ use std::path::Path;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use kubetrail_query::{CompiledSql, Param};
 
@@ -15,10 +17,23 @@ use crate::schema::schema;
 use crate::segment::events_dir;
 use crate::udf;
 
-/// A read-only view of a data directory for queries.
+/// A read-only view of a data directory for queries. Queries run on the engine's own
+/// runtime, so a long scan cannot starve the server's request handling of worker threads;
+/// the methods block and are called from plain threads (`spawn_blocking` in the server).
 pub struct QueryEngine {
     ctx: SessionContext,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for QueryEngine {
+    /// The server drops its engine inside its own async runtime, where a blocking runtime
+    /// shutdown would panic; queries are read-only, so nothing needs waiting for.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl QueryEngine {
@@ -33,7 +48,13 @@ impl QueryEngine {
             .build()
             .map_err(|e| StoreError::io(data_dir, e))?;
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        // The directory changes under a long-lived engine (flushes, compaction, retention):
+        // every query lists it afresh instead of trusting DataFusion's file-list cache.
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime_env);
         for function in udf::functions() {
             ctx.register_udf(function);
         }
@@ -45,12 +66,16 @@ impl QueryEngine {
         runtime
             .block_on(ctx.register_parquet("events", &location, options))
             .map_err(|e| StoreError::Query(e.to_string()))?;
-        Ok(QueryEngine { ctx, runtime })
+        Ok(QueryEngine {
+            ctx,
+            runtime: Some(runtime),
+        })
     }
 
     /// Runs SQL with positional parameters (`$1`, …).
     pub fn sql(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, StoreError> {
-        self.runtime.block_on(async {
+        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
+        runtime.block_on(async {
             let frame = self
                 .ctx
                 .sql(sql)

@@ -20,6 +20,15 @@ pub fn json_lines(batches: &[RecordBatch]) -> Result<Vec<u8>, StoreError> {
     Ok(writer.into_inner())
 }
 
+/// One JSON object per row, for APIs and reports that embed rows in a larger document.
+pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, StoreError> {
+    json_lines(batches)?
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).map_err(|e| StoreError::Query(e.to_string())))
+        .collect()
+}
+
 /// CSV with a header row.
 pub fn csv(batches: &[RecordBatch]) -> Result<Vec<u8>, StoreError> {
     let mut writer = arrow::csv::WriterBuilder::new()

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// the configuration file in production: flags are visible in the process list.
     #[arg(long = "webhook-token", value_name = "CLUSTER=TOKEN")]
     pub webhook_tokens: Vec<String>,
+    /// A token accepted by the HTTP API (repeatable; env KUBETRAIL_API_TOKEN). Without any, a
+    /// token is generated on the first start and kept in `<data>/api-token`.
+    #[arg(long = "api-token", value_name = "TOKEN", env = "KUBETRAIL_API_TOKEN")]
+    pub api_tokens: Vec<String>,
     /// A file or glob to tail (repeatable): the API server's `--audit-log-path`, with its
     /// rotated names (`/var/log/kubernetes/audit/audit*.log*`).
     #[arg(long = "tail", value_name = "PATH_OR_GLOB")]
@@ -91,6 +95,7 @@ impl ServeArgs {
                 client_cert_cn: None,
             });
         }
+        config.api.tokens.extend(self.api_tokens.iter().cloned());
         if !self.tail.is_empty() {
             config.tail.push(TailConfig {
                 paths: self.tail.clone(),
@@ -132,9 +137,10 @@ pub fn serve(args: &ServeArgs) -> Result<Outcome> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
         let server = Server::start(config.clone(), PathBuf::from("kubetrail-data")).await?;
         print_banner(&config, &server);
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(Outcome::Clean)
@@ -169,30 +175,40 @@ fn print_banner(config: &ServeConfig, server: &Server) {
     lines.push(format!(
         "  point an API server at it: --audit-webhook-config-file with a kubeconfig whose server is {scheme}://{addr}/audit/<token> (docs/serve.md)"
     ));
+    let token = match server.api_token_file() {
+        Some(file) => format!("$(cat {})", file.display()),
+        None => "<api token>".to_owned(),
+    };
+    lines.push(format!(
+        "  API: curl -H \"Authorization: Bearer {token}\" '{scheme}://{addr}/api/v1/search?q=code:403' (docs/api.md)"
+    ));
     lines.push(format!(
         "  health: {scheme}://{addr}/readyz  metrics: {scheme}://{addr}/metrics  status: kubetrail status --url {scheme}://{addr}"
     ));
     eprintln!("{}", lines.join("\n"));
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal arriving right after the banner is not lost (it
+/// would otherwise kill the process without flushing).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

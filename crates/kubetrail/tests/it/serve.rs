@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use super::{TempDir, count_events, data, kubetrail, run, stderr, stdout};
 
 /// A running `kubetrail serve`.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     addr: String,
 }
 
 impl Serve {
     /// Starts the server and waits for its banner.
-    fn start(args: &[&str]) -> Serve {
+    pub(crate) fn start(args: &[&str]) -> Serve {
         // The workspace's reqwest has no default TLS provider; the tests use ring like the server.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut child = kubetrail()
@@ -57,7 +57,7 @@ impl Serve {
         Serve { child, addr }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -67,7 +67,7 @@ impl Serve {
     }
 
     /// SIGTERM and wait: a graceful shutdown stores everything.
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -86,7 +86,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-const TOKEN: &str = "prod-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "prod-token-0123456789abcdef";
 
 /// The distinct (auditID, stage) pairs in the webhook bodies.
 fn distinct_in_bodies(bodies: &[String]) -> u64 {
