@@ -155,18 +155,7 @@ pub fn compile(
         dialect,
         params: Vec::new(),
     };
-    let mut conditions = Vec::new();
-    if let Some(filter) = &query.filter {
-        conditions.push(c.expr(filter));
-    }
-    if let Some(from) = options.from_micros {
-        let p = c.param(Param::TimestampMicros(from));
-        conditions.push(format!("{} >= {p}", dialect.ident("time")));
-    }
-    if let Some(to) = options.to_micros {
-        let p = c.param(Param::TimestampMicros(to));
-        conditions.push(format!("{} < {p}", dialect.ident("time")));
-    }
+    let conditions = c.conditions(query, options);
     let mut stage = Stage {
         select: Vec::new(),
         from: TABLE.to_owned(),
@@ -237,19 +226,8 @@ pub fn compile_search(
         dialect,
         params: Vec::new(),
     };
-    let mut conditions = Vec::new();
-    if let Some(filter) = &query.filter {
-        conditions.push(c.expr(filter));
-    }
+    let mut conditions = c.conditions(query, options);
     let time = dialect.ident("time");
-    if let Some(from) = options.from_micros {
-        let p = c.param(Param::TimestampMicros(from));
-        conditions.push(format!("{time} >= {p}"));
-    }
-    if let Some(to) = options.to_micros {
-        let p = c.param(Param::TimestampMicros(to));
-        conditions.push(format!("{time} < {p}"));
-    }
     if let Some(after) = after {
         let (id, stage) = (dialect.ident("audit_id"), dialect.ident("stage"));
         let t = c.param(Param::TimestampMicros(after.time_micros));
@@ -339,6 +317,24 @@ struct Compiler<'d> {
 }
 
 impl Compiler<'_> {
+    /// The query's filter and the time range, as conditions to AND together.
+    fn conditions(&mut self, query: &Query, options: &CompileOptions) -> Vec<String> {
+        let mut conditions = Vec::new();
+        if let Some(filter) = &query.filter {
+            conditions.push(self.expr(filter));
+        }
+        let time = self.dialect.ident("time");
+        if let Some(from) = options.from_micros {
+            let p = self.param(Param::TimestampMicros(from));
+            conditions.push(format!("{time} >= {p}"));
+        }
+        if let Some(to) = options.to_micros {
+            let p = self.param(Param::TimestampMicros(to));
+            conditions.push(format!("{time} < {p}"));
+        }
+        conditions
+    }
+
     fn param(&mut self, value: Param) -> String {
         self.params.push(value);
         self.dialect.placeholder(self.params.len())

@@ -433,6 +433,46 @@ pub(crate) fn first_value<A: Array + 'static, T>(
     (!array.is_null(0)).then(|| value(array))
 }
 
+/// One row of a query result, read by column name; a missing or NULL cell reads as empty or
+/// zero (the store's text columns are never NULL, so this only smooths over aggregates).
+pub(crate) struct RowRef<'a> {
+    batch: &'a RecordBatch,
+    row: usize,
+}
+
+impl RowRef<'_> {
+    fn column<A: Array + 'static>(&self, name: &str) -> Option<&A> {
+        let array = self
+            .batch
+            .column_by_name(name)?
+            .as_any()
+            .downcast_ref::<A>()?;
+        (!array.is_null(self.row)).then_some(array)
+    }
+
+    pub fn text(&self, name: &str) -> &str {
+        self.column::<arrow::array::StringArray>(name)
+            .map_or("", |a| a.value(self.row))
+    }
+
+    pub fn int(&self, name: &str) -> i64 {
+        self.column::<Int64Array>(name)
+            .map_or(0, |a| a.value(self.row))
+    }
+
+    pub fn timestamp(&self, name: &str) -> i64 {
+        self.column::<TimestampMicrosecondArray>(name)
+            .map_or(0, |a| a.value(self.row))
+    }
+}
+
+/// Every row of a query result.
+pub(crate) fn rows(batches: &[RecordBatch]) -> impl Iterator<Item = RowRef<'_>> {
+    batches
+        .iter()
+        .flat_map(|batch| (0..batch.num_rows()).map(move |row| RowRef { batch, row }))
+}
+
 /// The first row's value of an integer column.
 pub(crate) fn int(batches: &[RecordBatch], column: &str) -> Option<i64> {
     first_value(batches, column, |a: &Int64Array| a.value(0))

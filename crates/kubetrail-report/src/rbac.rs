@@ -19,13 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::RecordBatch;
 use kubetrail_query::Param;
 use kubetrail_store::QueryEngine;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{Ctx, ReportError, ReportOptions, edit_distance, format_micros};
+use crate::{Ctx, ReportError, ReportOptions, RowRef, edit_distance, format_micros, rows};
 
 /// Whose permissions are suggested.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,59 +246,22 @@ pub fn suggest(
 }
 
 fn observed_rows(batches: &[RecordBatch]) -> Vec<Observed> {
-    let mut rows = Vec::new();
-    for batch in batches {
-        let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .cloned()
-        };
-        let number = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .cloned()
-        };
-        let (
-            Some(namespace),
-            Some(api_group),
-            Some(resource),
-            Some(subresource),
-            Some(name),
-            Some(verb),
-            Some(path),
-            Some(requests),
-            Some(denied),
-        ) = (
-            text("namespace"),
-            text("api_group"),
-            text("resource"),
-            text("subresource"),
-            text("name"),
-            text("verb"),
-            text("path"),
-            number("requests"),
-            number("denied"),
-        )
-        else {
-            continue;
-        };
-        for row in 0..batch.num_rows() {
-            rows.push(Observed {
-                namespace: namespace.value(row).to_owned(),
-                api_group: api_group.value(row).to_owned(),
-                resource: resource.value(row).to_owned(),
-                subresource: subresource.value(row).to_owned(),
-                name: name.value(row).to_owned(),
-                verb: verb.value(row).to_owned(),
-                path: path.value(row).to_owned(),
-                requests: requests.value(row).max(0) as u64,
-                denied: denied.value(row).max(0) as u64,
-            });
-        }
+    rows(batches).map(|row| observed(&row)).collect()
+}
+
+/// A request shape from a row with the columns of the `suggest` and `denied` statements.
+fn observed(row: &RowRef<'_>) -> Observed {
+    Observed {
+        namespace: row.text("namespace").to_owned(),
+        api_group: row.text("api_group").to_owned(),
+        resource: row.text("resource").to_owned(),
+        subresource: row.text("subresource").to_owned(),
+        name: row.text("name").to_owned(),
+        verb: row.text("verb").to_owned(),
+        path: row.text("path").to_owned(),
+        requests: row.int("requests").max(0) as u64,
+        denied: row.int("denied").max(0) as u64,
     }
-    rows
 }
 
 /// Users seen in the range whose name is closest to `user`.
@@ -308,11 +271,11 @@ fn nearest_users(ctx: &Ctx<'_>, user: &str) -> Result<Vec<String>, ReportError> 
          AND ($3 = '' OR cluster = $3) AND effective_user <> ''",
         Vec::new(),
     )?;
-    let mut users: Vec<(usize, String)> = batches
-        .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<StringArray>())
-        .flat_map(|a| a.iter().flatten().map(str::to_owned).collect::<Vec<_>>())
-        .map(|u| (edit_distance(&u, user), u))
+    let mut users: Vec<(usize, String)> = rows(&batches)
+        .map(|row| {
+            let name = row.text("effective_user");
+            (edit_distance(name, user), name.to_owned())
+        })
         .collect();
     users.sort();
     Ok(users.into_iter().take(5).map(|(_, u)| u).collect())
@@ -575,102 +538,46 @@ pub fn denied(
         Vec::new(),
     )?;
     let mut denied = Vec::new();
-    for batch in &batches {
-        let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .cloned()
+    for row in rows(&batches) {
+        let observed = Observed {
+            denied: row.int("requests").max(0) as u64,
+            ..observed(&row)
         };
-        let time = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-                .cloned()
-        };
-        let (
-            Some(user),
-            Some(verb),
-            Some(group),
-            Some(resource),
-            Some(subresource),
-            Some(namespace),
-            Some(name),
-            Some(path),
-            Some(ips),
-            Some(reason),
-            Some(first),
-            Some(last),
-            Some(requests),
-        ) = (
-            text("user"),
-            text("verb"),
-            text("api_group"),
-            text("resource"),
-            text("subresource"),
-            text("namespace"),
-            text("name"),
-            text("path"),
-            text("ips"),
-            text("reason"),
-            time("first"),
-            time("last"),
-            batch
-                .column_by_name("requests")
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .cloned(),
-        )
+        let (roles, _) = roles_for(std::slice::from_ref(&observed), &SuggestOptions::default());
+        let Some(rule) = roles
+            .into_iter()
+            .next()
+            .and_then(|r| r.rules.into_iter().next())
         else {
             continue;
         };
-        for row in 0..batch.num_rows() {
-            let observed = Observed {
-                namespace: namespace.value(row).to_owned(),
-                api_group: group.value(row).to_owned(),
-                resource: resource.value(row).to_owned(),
-                subresource: subresource.value(row).to_owned(),
-                name: name.value(row).to_owned(),
-                verb: verb.value(row).to_owned(),
-                path: path.value(row).to_owned(),
-                requests: requests.value(row).max(0) as u64,
-                denied: requests.value(row).max(0) as u64,
-            };
-            let (roles, _) = roles_for(std::slice::from_ref(&observed), &SuggestOptions::default());
-            let Some(rule) = roles
-                .into_iter()
-                .next()
-                .and_then(|r| r.rules.into_iter().next())
-            else {
-                continue;
-            };
-            let role_kind = if observed.namespace.is_empty() {
-                "ClusterRole"
-            } else {
-                "Role"
-            };
-            denied.push(Denied {
-                user: user.value(row).to_owned(),
-                kubectl: kubectl_command(&observed, &rule),
-                verb: observed.verb,
-                api_group: observed.api_group,
-                resource: rule.resources.first().cloned().unwrap_or_default(),
-                namespace: observed.namespace,
-                name: observed.name,
-                path: observed.path,
-                requests: observed.requests,
-                first: format_micros(first.value(row)),
-                last: format_micros(last.value(row)),
-                source_ips: ips
-                    .value(row)
-                    .split(',')
-                    .filter(|ip| !ip.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                reason: reason.value(row).to_owned(),
-                role_kind,
-                rule,
-            });
-        }
+        let role_kind = if observed.namespace.is_empty() {
+            "ClusterRole"
+        } else {
+            "Role"
+        };
+        denied.push(Denied {
+            user: row.text("user").to_owned(),
+            kubectl: kubectl_command(&observed, &rule),
+            verb: observed.verb,
+            api_group: observed.api_group,
+            resource: rule.resources.first().cloned().unwrap_or_default(),
+            namespace: observed.namespace,
+            name: observed.name,
+            path: observed.path,
+            requests: observed.requests,
+            first: format_micros(row.timestamp("first")),
+            last: format_micros(row.timestamp("last")),
+            source_ips: row
+                .text("ips")
+                .split(',')
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            reason: row.text("reason").to_owned(),
+            role_kind,
+            rule,
+        });
     }
     let admission = ctx.query(
         "SELECT count(DISTINCT audit_id) AS n FROM events WHERE time >= $1 AND time < $2 \

@@ -47,7 +47,11 @@ impl QueryEngine {
             .enable_all()
             .build()
             .map_err(|e| StoreError::io(data_dir, e))?;
-        let config = SessionConfig::new().with_information_schema(true);
+        // DataFusion's own settings can be tuned from the environment
+        // (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`, …) without a rebuild.
+        let config = SessionConfig::from_env()
+            .map_err(|e| StoreError::Query(format!("DATAFUSION_* settings: {e}")))?
+            .with_information_schema(true);
         // The directory changes under a long-lived engine (flushes, compaction, retention):
         // every query lists it afresh instead of trusting DataFusion's file-list cache.
         let runtime_env = RuntimeEnvBuilder::new()

@@ -3,12 +3,11 @@
 
 use anyhow::{Result, anyhow};
 use clap::{ArgGroup, Args, Subcommand};
-use kubetrail_report::ReportOptions;
 use kubetrail_report::rbac::{Subject, SuggestOptions, denied, suggest};
 
 use crate::output::{Outcome, StdoutSink};
 use crate::report::ReportOutput;
-use crate::store::{DataArgs, TimeRangeArgs, open_engine};
+use crate::store::{ScopeArgs, open_engine};
 
 /// RBAC advice.
 #[derive(Debug, Subcommand)]
@@ -59,30 +58,6 @@ pub struct DeniedArgs {
     pub output: ReportOutput,
 }
 
-/// Store, range and cluster.
-#[derive(Debug, Args)]
-pub struct ScopeArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub time: TimeRangeArgs,
-    /// Only events of this cluster.
-    #[arg(long)]
-    pub cluster: Option<String>,
-}
-
-impl ScopeArgs {
-    fn options(&self) -> Result<ReportOptions> {
-        let (from_micros, to_micros) = self.time.range()?;
-        Ok(ReportOptions {
-            from_micros,
-            to_micros,
-            cluster: self.cluster.clone(),
-            limit: 1,
-        })
-    }
-}
-
 pub fn run(command: &RbacCommand) -> Result<Outcome> {
     match command {
         RbacCommand::Suggest(args) => run_suggest(args),
@@ -97,7 +72,7 @@ fn run_suggest(args: &SuggestArgs) -> Result<Outcome> {
         (None, None) => unreachable!("clap requires --user or --serviceaccount"),
     }
     .map_err(|e| anyhow!("{e}"))?;
-    let options = args.scope.options()?;
+    let options = args.scope.options(1)?;
     let engine = open_engine(&args.scope.data.data)?;
     let shape = SuggestOptions {
         max_resource_names: args.max_resource_names,
@@ -114,7 +89,7 @@ fn run_suggest(args: &SuggestArgs) -> Result<Outcome> {
 }
 
 fn run_denied(args: &DeniedArgs) -> Result<Outcome> {
-    let options = args.scope.options()?;
+    let options = args.scope.options(1)?;
     let engine = open_engine(&args.scope.data.data)?;
     let (denials, admission) = denied(&engine, &options).map_err(|e| anyhow!("{e}"))?;
     let mut text = String::new();

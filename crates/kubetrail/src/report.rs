@@ -2,11 +2,11 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use kubetrail_report::{REPORTS, ReportOptions, run};
+use kubetrail_report::{REPORTS, run};
 use kubetrail_store::output;
 
 use crate::output::{Outcome, StdoutSink};
-use crate::store::{DataArgs, TimeRangeArgs, open_engine};
+use crate::store::{ScopeArgs, open_engine};
 
 #[derive(Debug, Args)]
 #[command(after_help = report_list())]
@@ -17,12 +17,7 @@ pub struct ReportArgs {
     /// cluster-scoped one (`pods/search/api-7d9f-x2x`, `deployments/checkout/frontend`).
     pub object: Option<String>,
     #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub time: TimeRangeArgs,
-    /// Only events of this cluster.
-    #[arg(long)]
-    pub cluster: Option<String>,
+    pub scope: ScopeArgs,
     /// Rows per ranked table.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -49,16 +44,10 @@ fn report_list() -> String {
 }
 
 pub fn report(args: &ReportArgs) -> Result<Outcome> {
-    let (from_micros, to_micros) = args.time.range()?;
-    let options = ReportOptions {
-        from_micros,
-        to_micros,
-        cluster: args.cluster.clone(),
-        limit: args.limit,
-    };
+    let options = args.scope.options(args.limit)?;
     // An unknown name needs no store to be told so.
     kubetrail_report::find(&args.name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = open_engine(&args.data.data)?;
+    let engine = open_engine(&args.scope.data.data)?;
     let report = run(&engine, &args.name, args.object.as_deref(), &options)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sink = StdoutSink::new();

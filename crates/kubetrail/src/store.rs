@@ -102,6 +102,31 @@ impl TimeRangeArgs {
     }
 }
 
+/// Store, range and cluster: what the investigations read.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub time: TimeRangeArgs,
+    /// Only events of this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+impl ScopeArgs {
+    /// Report options with `limit` rows per ranked table.
+    pub fn options(&self, limit: usize) -> Result<kubetrail_report::ReportOptions> {
+        let (from_micros, to_micros) = self.time.range()?;
+        Ok(kubetrail_report::ReportOptions {
+            from_micros,
+            to_micros,
+            cluster: self.cluster.clone(),
+            limit,
+        })
+    }
+}
+
 /// Search the store with the query language.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
