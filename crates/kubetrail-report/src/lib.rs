@@ -19,7 +19,7 @@ use std::fmt;
 
 use arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use kubetrail_query::{CompiledSql, Param};
-use kubetrail_store::{QueryEngine, StoreError, output};
+use kubetrail_store::{QueryEngine, QuerySession, StoreError, output};
 use serde_json::{Value, json};
 
 /// The reports, with a one-line description each.
@@ -353,7 +353,7 @@ impl fmt::Display for ObjectRef {
 /// The engine with the resolved range and filters. Every statement gets `$1` = from, `$2` =
 /// to, `$3` = cluster (`''` for all) and its own parameters from `$4` on.
 pub(crate) struct Ctx<'a> {
-    engine: &'a QueryEngine,
+    session: QuerySession<'a>,
     pub from: i64,
     pub to: i64,
     cluster: String,
@@ -364,7 +364,7 @@ impl<'a> Ctx<'a> {
     fn new(engine: &'a QueryEngine, options: &ReportOptions) -> Result<Ctx<'a>, ReportError> {
         let cluster = options.cluster.clone().unwrap_or_default();
         let mut ctx = Ctx {
-            engine,
+            session: engine.session()?,
             from: i64::MIN / 2,
             to: i64::MAX / 2,
             cluster,
@@ -408,17 +408,28 @@ impl<'a> Ctx<'a> {
 
     /// Runs a statement with the common parameters followed by `extra`.
     pub fn query(&self, sql: &str, extra: Vec<Param>) -> Result<Vec<RecordBatch>, ReportError> {
+        Ok(self.session.query(&self.statement(sql, extra))?)
+    }
+
+    /// Runs a statement and keeps its result as the in-memory table `name` for the report's
+    /// next statements: the rows a report is about are read from the store once, and every
+    /// table of the report is computed from them. The rows kept.
+    pub fn keep(&self, name: &str, sql: &str, extra: Vec<Param>) -> Result<usize, ReportError> {
+        Ok(self.session.keep(name, &self.statement(sql, extra))?)
+    }
+
+    fn statement(&self, sql: &str, extra: Vec<Param>) -> CompiledSql {
         let mut params = vec![
             Param::TimestampMicros(self.from),
             Param::TimestampMicros(self.to),
             Param::Text(self.cluster.clone()),
         ];
         params.extend(extra);
-        Ok(self.engine.query(&CompiledSql {
+        CompiledSql {
             sql: sql.to_owned(),
             params,
             columns: Vec::new(),
-        })?)
+        }
     }
 }
 

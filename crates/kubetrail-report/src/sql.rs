@@ -76,13 +76,24 @@ fn bucket_micros(ctx: &Ctx<'_>) -> (i64, &'static str) {
 pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportError> {
     report.title = "Authentication (401) and authorization (403) failures".to_owned();
     let limit = ctx.limit;
-    let failures = format!("{REQUESTS} AND code IN (401, 403)");
+    // The failures of the range and of the preceding period of the same length (for
+    // "changed"), read once; every table below is computed from them.
+    let previous_from = ctx.from - (ctx.to - ctx.from);
+    ctx.keep(
+        "failures",
+        &format!(
+            "SELECT time, user, code, {IP} AS ip, user_agent, \"cluster\", authz_reason, status_message, status_reason, resource, resource_key, path, verb \
+             FROM events WHERE time >= $4 AND time < $2 AND ($3 = '' OR cluster = $3) AND {ONE_PER_REQUEST} AND code IN (401, 403)"
+        ),
+        vec![Param::TimestampMicros(previous_from)],
+    )?;
+    let failures = "failures WHERE time >= $1";
     let total = report.add(
         ctx,
         "by-code",
         "Failures by status",
         &format!(
-            "SELECT code, count(*) AS requests, count(DISTINCT user) AS users, count(DISTINCT {IP}) AS source_ips FROM events WHERE {failures} GROUP BY code ORDER BY code"
+            "SELECT code, count(*) AS requests, count(DISTINCT user) AS users, count(DISTINCT ip) AS source_ips FROM {failures} GROUP BY code ORDER BY code"
         ),
         Vec::new(),
     )?;
@@ -99,7 +110,7 @@ pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Re
         "over-time",
         &format!("Failures per {label}"),
         &format!(
-            "SELECT {bucket} AS period, sum(CASE WHEN code = 401 THEN 1 ELSE 0 END) AS unauthorized_401, sum(CASE WHEN code = 403 THEN 1 ELSE 0 END) AS forbidden_403 FROM events WHERE {failures} GROUP BY 1 ORDER BY 1"
+            "SELECT {bucket} AS period, sum(CASE WHEN code = 401 THEN 1 ELSE 0 END) AS unauthorized_401, sum(CASE WHEN code = 403 THEN 1 ELSE 0 END) AS forbidden_403 FROM {failures} GROUP BY 1 ORDER BY 1"
         ),
         Vec::new(),
     )?;
@@ -108,7 +119,7 @@ pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Re
         "by-user",
         "By user",
         &format!(
-            "SELECT CASE WHEN user = '' THEN '(unauthenticated)' ELSE user END AS user, code, count(*) AS requests, array_agg(DISTINCT {IP}) AS source_ips, min(user_agent) AS user_agent, min(time) AS first, max(time) AS last FROM events WHERE {failures} GROUP BY 1, 2 ORDER BY requests DESC, user LIMIT {limit}"
+            "SELECT CASE WHEN user = '' THEN '(unauthenticated)' ELSE user END AS user, code, count(*) AS requests, array_agg(DISTINCT ip) AS source_ips, min(user_agent) AS user_agent, min(time) AS first, max(time) AS last FROM {failures} GROUP BY 1, 2 ORDER BY requests DESC, user LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -117,7 +128,7 @@ pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Re
         "by-source-ip",
         "By source IP",
         &format!(
-            "SELECT {IP} AS source_ip, count(*) AS requests, sum(CASE WHEN code = 401 THEN 1 ELSE 0 END) AS unauthorized_401, sum(CASE WHEN code = 403 THEN 1 ELSE 0 END) AS forbidden_403, count(DISTINCT user) AS users, min(user) AS a_user FROM events WHERE {failures} GROUP BY 1 ORDER BY requests DESC, source_ip LIMIT {limit}"
+            "SELECT ip AS source_ip, count(*) AS requests, sum(CASE WHEN code = 401 THEN 1 ELSE 0 END) AS unauthorized_401, sum(CASE WHEN code = 403 THEN 1 ELSE 0 END) AS forbidden_403, count(DISTINCT user) AS users, min(user) AS a_user FROM {failures} GROUP BY 1 ORDER BY requests DESC, source_ip LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -126,7 +137,7 @@ pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Re
         "by-user-agent",
         "By user agent",
         &format!(
-            "SELECT user_agent, count(*) AS requests, count(DISTINCT user) AS users FROM events WHERE {failures} GROUP BY 1 ORDER BY requests DESC, user_agent LIMIT {limit}"
+            "SELECT user_agent, count(*) AS requests, count(DISTINCT user) AS users FROM {failures} GROUP BY 1 ORDER BY requests DESC, user_agent LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -135,7 +146,7 @@ pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Re
         "by-cluster",
         "By cluster",
         &format!(
-            "SELECT cluster, count(*) AS requests FROM events WHERE {failures} GROUP BY 1 ORDER BY requests DESC, cluster"
+            "SELECT \"cluster\", count(*) AS requests FROM {failures} GROUP BY 1 ORDER BY requests DESC, \"cluster\""
         ),
         Vec::new(),
     )?;
@@ -144,24 +155,23 @@ pub(crate) fn auth_failures(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Re
         "reasons",
         "Why (403: the authorizer's reason; 401: the status message)",
         &format!(
-            "SELECT code, CASE WHEN authz_reason <> '' THEN authz_reason WHEN status_message <> '' THEN status_message ELSE status_reason END AS reason, count(*) AS requests, count(DISTINCT user) AS users, min(CASE WHEN resource = '' THEN path ELSE verb || ' ' || resource_key END) AS example FROM events WHERE {failures} GROUP BY 1, 2 ORDER BY requests DESC LIMIT {limit}"
+            "SELECT code, CASE WHEN authz_reason <> '' THEN authz_reason WHEN status_message <> '' THEN status_message ELSE status_reason END AS reason, count(*) AS requests, count(DISTINCT user) AS users, min(CASE WHEN resource = '' THEN path ELSE verb || ' ' || resource_key END) AS example FROM {failures} GROUP BY 1, 2 ORDER BY requests DESC LIMIT {limit}"
         ),
         Vec::new(),
     )?;
     // Against the preceding period of the same length: who started failing, or fails much more.
-    let previous_from = ctx.from - (ctx.to - ctx.from);
     let rows = report.add(
         ctx,
         "changed",
         "Compared with the preceding period of the same length (new or at least 3x more failures)",
         &format!(
             "SELECT who, now AS failures, before AS failures_before, CASE WHEN before = 0 THEN 'new' ELSE CAST(round(CAST(now AS DOUBLE) / before, 1) AS VARCHAR) || 'x' END AS change FROM (\
-             SELECT CASE WHEN user = '' OR user = 'system:anonymous' THEN 'source ip ' || {IP} ELSE user END AS who, \
+             SELECT CASE WHEN user = '' OR user = 'system:anonymous' THEN 'source ip ' || ip ELSE user END AS who, \
              sum(CASE WHEN time >= $1 THEN 1 ELSE 0 END) AS now, sum(CASE WHEN time < $1 THEN 1 ELSE 0 END) AS before \
-             FROM events WHERE time >= $4 AND time < $2 AND ($3 = '' OR cluster = $3) AND {ONE_PER_REQUEST} AND code IN (401, 403) GROUP BY 1) \
+             FROM failures GROUP BY 1) \
              WHERE now >= 10 AND now >= 3 * before ORDER BY now DESC, who LIMIT {limit}"
         ),
-        vec![Param::TimestampMicros(previous_from)],
+        Vec::new(),
     )?;
     if rows > 0 {
         report.findings.push(format!(
@@ -176,9 +186,15 @@ pub(crate) fn anonymous(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Report
     let limit = ctx.limit;
     // Requests the API server let in as anonymous; a failed authentication (401, no user at
     // all) is not anonymous access and belongs to auth-failures.
-    let anonymous = format!(
-        "{REQUESTS} AND (user = 'system:anonymous' OR array_has(user_groups, 'system:unauthenticated'))"
-    );
+    ctx.keep(
+        "anonymous_requests",
+        &format!(
+            "SELECT time, verb, resource, resource_key, path, namespace, name, {IP} AS ip, user_agent, code, decision FROM events \
+             WHERE {REQUESTS} AND (user = 'system:anonymous' OR array_has(user_groups, 'system:unauthenticated'))"
+        ),
+        Vec::new(),
+    )?;
+    let anonymous = "anonymous_requests";
     let allowed = "(decision = 'allow' OR (decision = '' AND code < 400))";
     let counts = format!(
         "count(*) AS requests, sum(CASE WHEN {allowed} THEN 1 ELSE 0 END) AS allowed, sum(CASE WHEN {allowed} THEN 0 ELSE 1 END) AS denied"
@@ -187,7 +203,9 @@ pub(crate) fn anonymous(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Report
         ctx,
         "summary",
         "Allowed versus denied",
-        &format!("SELECT {counts}, count(DISTINCT {IP}) AS source_ips FROM events WHERE {anonymous} HAVING count(*) > 0"),
+        &format!(
+            "SELECT {counts}, count(DISTINCT ip) AS source_ips FROM {anonymous} HAVING count(*) > 0"
+        ),
         Vec::new(),
     )?;
     if total == 0 {
@@ -201,7 +219,7 @@ pub(crate) fn anonymous(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Report
         "by-resource",
         "By resource (or path for non-resource URLs)",
         &format!(
-            "SELECT CASE WHEN resource = '' THEN path ELSE resource_key END AS resource, {counts} FROM events WHERE {anonymous} GROUP BY 1 ORDER BY allowed DESC, requests DESC LIMIT {limit}"
+            "SELECT CASE WHEN resource = '' THEN path ELSE resource_key END AS resource, {counts} FROM {anonymous} GROUP BY 1 ORDER BY allowed DESC, requests DESC LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -210,7 +228,7 @@ pub(crate) fn anonymous(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Report
         "by-namespace",
         "By namespace",
         &format!(
-            "SELECT namespace, {counts} FROM events WHERE {anonymous} GROUP BY 1 ORDER BY requests DESC, namespace LIMIT {limit}"
+            "SELECT namespace, {counts} FROM {anonymous} GROUP BY 1 ORDER BY requests DESC, namespace LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -219,7 +237,7 @@ pub(crate) fn anonymous(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Report
         "by-source-ip",
         "By source IP",
         &format!(
-            "SELECT {IP} AS source_ip, {counts}, array_agg(DISTINCT user_agent) AS user_agents FROM events WHERE {anonymous} GROUP BY 1 ORDER BY requests DESC, source_ip LIMIT {limit}"
+            "SELECT ip AS source_ip, {counts}, array_agg(DISTINCT user_agent) AS user_agents FROM {anonymous} GROUP BY 1 ORDER BY requests DESC, source_ip LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -228,7 +246,7 @@ pub(crate) fn anonymous(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Report
         "allowed-resources",
         "Allowed anonymous requests on resources (not health or discovery paths)",
         &format!(
-            "SELECT time, verb, resource_key AS resource, namespace, name, {IP} AS source_ip, code FROM events WHERE {anonymous} AND {allowed} AND resource <> '' ORDER BY time LIMIT {limit}"
+            "SELECT time, verb, resource_key AS resource, namespace, name, ip AS source_ip, code FROM {anonymous} WHERE {allowed} AND resource <> '' ORDER BY time LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -252,11 +270,25 @@ pub(crate) fn latency(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
         percentile(99),
         ms("max(latency_us)")
     );
+    // One scan for the four groupings (grouping sets), kept for the four tables.
+    ctx.keep(
+        "latency_groups",
+        &format!(
+            "SELECT CASE WHEN grouping(verb) = 0 THEN 'verb' WHEN grouping(resource_key) = 0 THEN 'resource_key' \
+             WHEN grouping(user) = 0 THEN 'user' ELSE 'client' END AS grouped_by, \
+             coalesce(verb, resource_key, user, client) AS grouping_key, {stats} FROM events WHERE {timed} \
+             GROUP BY GROUPING SETS ((verb), (resource_key), (user), (client))"
+        ),
+        Vec::new(),
+    )?;
+    let columns = "requests, p50_ms, p90_ms, p99_ms, max_ms";
     let total = report.add(
         ctx,
         "by-verb",
         "By verb",
-        &format!("SELECT verb, {stats} FROM events WHERE {timed} GROUP BY 1 ORDER BY p99_ms DESC"),
+        &format!(
+            "SELECT grouping_key AS verb, {columns} FROM latency_groups WHERE grouped_by = 'verb' ORDER BY p99_ms DESC"
+        ),
         Vec::new(),
     )?;
     if total == 0 {
@@ -279,7 +311,7 @@ pub(crate) fn latency(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
             name,
             title,
             &format!(
-                "SELECT {key}, {stats} FROM events WHERE {timed} GROUP BY 1 ORDER BY p99_ms DESC, requests DESC LIMIT {limit}"
+                "SELECT grouping_key AS {key}, {columns} FROM latency_groups WHERE grouped_by = '{key}' ORDER BY p99_ms DESC, requests DESC LIMIT {limit}"
             ),
             Vec::new(),
         )?;
@@ -320,13 +352,21 @@ pub(crate) fn changes(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
     let limit = ctx.limit;
     let changes = format!("{REQUESTS} AND {MUTATING} AND code < 400");
     let actor = "CASE WHEN user_kind = 'human' THEN 'human' WHEN user_kind = 'node' THEN 'node' ELSE 'controller or service account' END";
+    // Most events of a busy cluster are changes (leases, status): they are counted once per
+    // user, verb and resource, and the tables are computed from those counts.
+    ctx.keep(
+        "change_counts",
+        &format!(
+            "SELECT user, {actor} AS actor, verb, resource_key AS resource, count(*) AS changes, array_agg(DISTINCT namespace) AS namespaces \
+             FROM events WHERE {changes} GROUP BY 1, 2, 3, 4"
+        ),
+        Vec::new(),
+    )?;
     let total = report.add(
         ctx,
         "by-actor",
         "Humans versus controllers",
-        &format!(
-            "SELECT {actor} AS actor, count(*) AS changes, count(DISTINCT user) AS users FROM events WHERE {changes} GROUP BY 1 ORDER BY changes DESC"
-        ),
+        "SELECT actor, sum(changes) AS changes, count(DISTINCT user) AS users FROM change_counts GROUP BY 1 ORDER BY changes DESC",
         Vec::new(),
     )?;
     if total == 0 {
@@ -354,7 +394,7 @@ pub(crate) fn changes(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
         "by-user",
         "By user and resource",
         &format!(
-            "SELECT user, {actor} AS actor, verb, resource_key AS resource, count(*) AS changes, array_agg(DISTINCT namespace) AS namespaces FROM events WHERE {changes} GROUP BY 1, 2, 3, 4 ORDER BY CASE WHEN {actor} = 'human' THEN 0 ELSE 1 END, changes DESC LIMIT {limit}"
+            "SELECT user, actor, verb, resource, changes, namespaces FROM change_counts ORDER BY CASE WHEN actor = 'human' THEN 0 ELSE 1 END, changes DESC LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -363,7 +403,7 @@ pub(crate) fn changes(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
         "by-resource",
         "By resource",
         &format!(
-            "SELECT resource_key AS resource, sum(CASE WHEN verb = 'create' THEN 1 ELSE 0 END) AS created, sum(CASE WHEN verb IN ('update', 'patch') THEN 1 ELSE 0 END) AS modified, sum(CASE WHEN verb IN ('delete', 'deletecollection') THEN 1 ELSE 0 END) AS deleted, count(DISTINCT user) AS users FROM events WHERE {changes} GROUP BY 1 ORDER BY created + modified + deleted DESC LIMIT {limit}"
+            "SELECT resource, sum(CASE WHEN verb = 'create' THEN changes ELSE 0 END) AS created, sum(CASE WHEN verb IN ('update', 'patch') THEN changes ELSE 0 END) AS modified, sum(CASE WHEN verb IN ('delete', 'deletecollection') THEN changes ELSE 0 END) AS deleted, count(DISTINCT user) AS users FROM change_counts GROUP BY 1 ORDER BY created + modified + deleted DESC LIMIT {limit}"
         ),
         Vec::new(),
     )?;
@@ -382,13 +422,16 @@ const OBJECT: &str = object!();
 /// The requests that touched one object, one row each: the latest stage of every auditID.
 /// Unlike [`REQUESTS`] this also keeps long-running requests still open when the log ends —
 /// an `exec` into a pod is audited at `ResponseStarted` and only completes when the session
-/// does. One object's events are few, so the per-request window is cheap here.
+/// does. One object's events are few, so the per-request window is cheap here; the result is
+/// kept as `object_requests` for the report's tables.
 const OBJECT_REQUESTS: &str = concat!(
-    "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY audit_id ORDER BY ",
+    "SELECT time, audit_id, verb, subresource, user, client, ip, code, status_reason, latency_us FROM (",
+    "SELECT time, audit_id, verb, subresource, user, client, coalesce(array_element(source_ips, 1), '') AS ip, code, status_reason, latency_us, ",
+    "row_number() OVER (PARTITION BY audit_id ORDER BY ",
     "CASE stage WHEN 'ResponseComplete' THEN 3 WHEN 'Panic' THEN 3 WHEN 'ResponseStarted' THEN 2 ELSE 1 END DESC) AS request_stage ",
-    "FROM events WHERE time >= $1 AND time < $2 AND ($3 = '' OR cluster = $3) AND ",
+    "FROM events WHERE time >= $1 AND time < $2 AND ($3 = '' OR \"cluster\" = $3) AND ",
     object!(),
-    ") WHERE request_stage = 1) AS requests"
+    ") WHERE request_stage = 1"
 );
 
 fn object_params(object: &ObjectRef) -> Vec<Param> {
@@ -407,18 +450,8 @@ pub(crate) fn object(
 ) -> Result<(), ReportError> {
     report.title = format!("Every request that touched {object}");
     let limit = ctx.limit.max(1000);
-    let rows = report.add(
-        ctx,
-        "requests",
-        "Requests, in order",
-        &format!(
-            "SELECT time, verb, subresource, user, client, {IP} AS source_ip, code, status_reason, {} AS latency_ms FROM {OBJECT_REQUESTS} ORDER BY time, audit_id LIMIT {limit}",
-            ms("latency_us")
-        ),
-        object_params(object),
-    )?;
-    if rows == 0 {
-        report.sections.clear();
+    let touched = ctx.keep("object_requests", OBJECT_REQUESTS, object_params(object))?;
+    if touched == 0 {
         return Err(ReportError::ObjectNotSeen {
             object: object.to_string(),
             nearest: nearest_objects(ctx, object)?,
@@ -426,21 +459,27 @@ pub(crate) fn object(
     }
     report.add(
         ctx,
+        "requests",
+        "Requests, in order",
+        &format!(
+            "SELECT time, verb, subresource, user, client, ip AS source_ip, code, status_reason, {} AS latency_ms FROM object_requests ORDER BY time, audit_id LIMIT {limit}",
+            ms("latency_us")
+        ),
+        Vec::new(),
+    )?;
+    report.add(
+        ctx,
         "actions",
         "Who did what",
-        &format!(
-            "SELECT verb, subresource, user, count(*) AS requests, min(time) AS first, max(time) AS last, max(code) AS highest_code FROM {OBJECT_REQUESTS} GROUP BY 1, 2, 3 ORDER BY first"
-        ),
-        object_params(object),
+        "SELECT verb, subresource, user, count(*) AS requests, min(time) AS first, max(time) AS last, max(code) AS highest_code FROM object_requests GROUP BY 1, 2, 3 ORDER BY first",
+        Vec::new(),
     )?;
     let story = ctx.query(
-        &format!(
-            "SELECT min(CASE WHEN verb = 'create' AND subresource = '' AND code < 400 THEN user END) AS created_by, \
+        "SELECT min(CASE WHEN verb = 'create' AND subresource = '' AND code < 400 THEN user END) AS created_by, \
              min(CASE WHEN subresource = 'eviction' AND code < 400 THEN user END) AS evicted_by, \
              min(CASE WHEN verb = 'delete' AND subresource = '' AND code < 400 THEN user END) AS deleted_by \
-             FROM {OBJECT_REQUESTS}"
-        ),
-        object_params(object),
+             FROM object_requests",
+        Vec::new(),
     )?;
     for (column, verb) in [
         ("created_by", "created"),
@@ -600,8 +639,16 @@ pub(crate) fn rollout(
 pub(crate) fn top_talkers(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportError> {
     report.title = "Who loads the API server".to_owned();
     let limit = ctx.limit;
-    let busy = "round(CAST(sum(CASE WHEN verb <> 'watch' AND subresource NOT IN ('exec', 'attach', 'portforward', 'proxy', 'log') THEN latency_us ELSE 0 END) AS DOUBLE) / 1000000.0, 1)";
-    let share = "round(100.0 * count(*) / sum(count(*)) OVER (), 1)";
+    let busy = "sum(CASE WHEN verb <> 'watch' AND subresource NOT IN ('exec', 'attach', 'portforward', 'proxy', 'log') THEN latency_us ELSE 0 END)";
+    // One scan: requests and API-server time per (user, client); the four tables add them up.
+    ctx.keep(
+        "talkers",
+        &format!(
+            "SELECT CASE WHEN user = '' THEN '(unauthenticated)' ELSE user END AS user, client, count(*) AS requests, coalesce({busy}, 0) AS busy_us \
+             FROM events WHERE {REQUESTS} GROUP BY 1, 2"
+        ),
+        Vec::new(),
+    )?;
     for (name, title, key, order) in [
         ("users-by-requests", "Users by requests", "user", "requests"),
         (
@@ -623,17 +670,13 @@ pub(crate) fn top_talkers(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), Repo
             "api_seconds",
         ),
     ] {
-        let key_expr = if key == "user" {
-            "CASE WHEN user = '' THEN '(unauthenticated)' ELSE user END"
-        } else {
-            key
-        };
         report.add(
             ctx,
             name,
             title,
             &format!(
-                "SELECT {key_expr} AS {key}, count(*) AS requests, {share} AS percent_of_requests, {busy} AS api_seconds FROM events WHERE {REQUESTS} GROUP BY 1 ORDER BY {order} DESC, {key} LIMIT {limit}"
+                "SELECT {key}, sum(requests) AS requests, round(100.0 * sum(requests) / sum(sum(requests)) OVER (), 1) AS percent_of_requests, \
+                 round(CAST(sum(busy_us) AS DOUBLE) / 1000000.0, 1) AS api_seconds FROM talkers GROUP BY 1 ORDER BY {order} DESC, {key} LIMIT {limit}"
             ),
             Vec::new(),
         )?;

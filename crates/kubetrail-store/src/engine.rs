@@ -3,13 +3,15 @@
 //! query language registered.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use kubetrail_query::{CompiledSql, Param};
 
 use crate::error::StoreError;
@@ -78,41 +80,117 @@ impl QueryEngine {
 
     /// Runs SQL with positional parameters (`$1`, …).
     pub fn sql(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, StoreError> {
-        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
-        runtime.block_on(async {
-            let frame = self
-                .ctx
-                .sql(sql)
-                .await
-                .map_err(|e| StoreError::Query(e.to_string()))?;
-            let frame = if params.is_empty() {
-                frame
-            } else {
-                frame
-                    .with_param_values(params)
-                    .map_err(|e| StoreError::Query(e.to_string()))?
-            };
-            frame
-                .collect()
-                .await
-                .map_err(|e| StoreError::Query(e.to_string()))
-        })
+        self.block_on(run_sql(&self.ctx, sql, params))
+    }
+
+    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .block_on(future)
+    }
+
+    /// A session over the same `events` table with a catalog of its own, where intermediate
+    /// results can be kept as in-memory tables ([`QuerySession::keep`]) for the next
+    /// statements. An investigation scans the store once for the rows it is about instead of
+    /// once per table it shows; concurrent sessions never see each other's tables.
+    pub fn session(&self) -> Result<QuerySession<'_>, StoreError> {
+        let ctx =
+            SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        for function in udf::functions() {
+            ctx.register_udf(function);
+        }
+        let events = self
+            .block_on(self.ctx.table_provider("events"))
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        ctx.register_table("events", events)
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        Ok(QuerySession { engine: self, ctx })
     }
 
     /// Runs a compiled query.
     pub fn query(&self, compiled: &CompiledSql) -> Result<Vec<RecordBatch>, StoreError> {
-        let params = compiled
-            .params
-            .iter()
-            .map(|p| match p {
-                Param::Text(t) => ScalarValue::Utf8(Some(t.clone())),
-                Param::Int(n) => ScalarValue::Int64(Some(*n)),
-                Param::TimestampMicros(t) => {
-                    ScalarValue::TimestampMicrosecond(Some(*t), Some("UTC".into()))
-                }
-                Param::Bool(b) => ScalarValue::Boolean(Some(*b)),
-            })
-            .collect();
-        self.sql(&compiled.sql, params)
+        self.sql(&compiled.sql, scalars(&compiled.params))
     }
+}
+
+/// A session of [`QueryEngine::session`].
+pub struct QuerySession<'e> {
+    engine: &'e QueryEngine,
+    ctx: SessionContext,
+}
+
+impl QuerySession<'_> {
+    /// Runs a compiled query in this session (its kept tables included).
+    pub fn query(&self, compiled: &CompiledSql) -> Result<Vec<RecordBatch>, StoreError> {
+        self.engine
+            .block_on(run_sql(&self.ctx, &compiled.sql, scalars(&compiled.params)))
+    }
+
+    /// Runs a compiled query and keeps its result as the in-memory table `name` for the
+    /// following statements; the number of rows kept.
+    pub fn keep(&self, name: &str, compiled: &CompiledSql) -> Result<usize, StoreError> {
+        let frame = self.engine.block_on(async {
+            let frame = frame(&self.ctx, &compiled.sql, scalars(&compiled.params)).await?;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame
+                .collect()
+                .await
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+            Ok::<_, StoreError>((schema, batches))
+        });
+        let (schema, batches) = frame?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let table = MemTable::try_new(schema, vec![batches])
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        Ok(rows)
+    }
+}
+
+/// The planned statement with its parameters bound.
+async fn frame(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<DataFrame, StoreError> {
+    let frame = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| StoreError::Query(e.to_string()))?;
+    if params.is_empty() {
+        Ok(frame)
+    } else {
+        frame
+            .with_param_values(params)
+            .map_err(|e| StoreError::Query(e.to_string()))
+    }
+}
+
+async fn run_sql(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    frame(ctx, sql, params)
+        .await?
+        .collect()
+        .await
+        .map_err(|e| StoreError::Query(e.to_string()))
+}
+
+fn scalars(params: &[Param]) -> Vec<ScalarValue> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Text(t) => ScalarValue::Utf8(Some(t.clone())),
+            Param::Int(n) => ScalarValue::Int64(Some(*n)),
+            Param::TimestampMicros(t) => {
+                ScalarValue::TimestampMicrosecond(Some(*t), Some("UTC".into()))
+            }
+            Param::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        })
+        .collect()
 }

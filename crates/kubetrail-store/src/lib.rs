@@ -14,7 +14,7 @@ mod udf;
 mod wal;
 mod writer;
 
-pub use engine::QueryEngine;
+pub use engine::{QueryEngine, QuerySession};
 pub use error::StoreError;
 pub use schema::{EventBatchBuilder, schema};
 pub use segment::{
