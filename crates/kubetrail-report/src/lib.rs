@@ -370,17 +370,28 @@ impl<'a> Ctx<'a> {
             cluster,
             limit: options.limit.max(1),
         };
-        // One scan: what is stored at all, and how much of it in the range asked for (a bound
-        // not given covers everything on its side).
-        let all = ctx.query(
-            "SELECT count(*) AS n, min(time) AS first, max(time) AS last, \
-             sum(CASE WHEN time >= $4 AND time < $5 THEN 1 ELSE 0 END) AS in_range \
-             FROM events WHERE ($3 = '' OR cluster = $3)",
-            vec![
-                Param::TimestampMicros(options.from_micros.unwrap_or(ctx.from)),
-                Param::TimestampMicros(options.to_micros.unwrap_or(ctx.to)),
-            ],
-        )?;
+        // What is stored at all, and how much of it in the range asked for (a bound not given
+        // covers everything on its side). Without a range or a cluster the Parquet statistics
+        // answer, without reading a column.
+        let all = if options.from_micros.is_none()
+            && options.to_micros.is_none()
+            && ctx.cluster.is_empty()
+        {
+            ctx.query(
+                "SELECT count(*) AS n, min(time) AS first, max(time) AS last, count(*) AS in_range FROM events",
+                Vec::new(),
+            )?
+        } else {
+            ctx.query(
+                "SELECT count(*) AS n, min(time) AS first, max(time) AS last, \
+                 sum(CASE WHEN time >= $4 AND time < $5 THEN 1 ELSE 0 END) AS in_range \
+                 FROM events WHERE ($3 = '' OR cluster = $3)",
+                vec![
+                    Param::TimestampMicros(options.from_micros.unwrap_or(ctx.from)),
+                    Param::TimestampMicros(options.to_micros.unwrap_or(ctx.to)),
+                ],
+            )?
+        };
         if int(&all, "n").unwrap_or(0) == 0 {
             let whose = if ctx.cluster.is_empty() {
                 String::new()

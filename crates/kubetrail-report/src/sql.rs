@@ -355,10 +355,18 @@ pub(crate) fn changes(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
     // Most events of a busy cluster are changes (leases, status): they are counted once per
     // user, verb and resource, and the tables are computed from those counts.
     ctx.keep(
+        "namespace_changes",
+        &format!(
+            "SELECT user, user_kind, verb, resource_key, namespace, count(*) AS changes \
+             FROM events WHERE {changes} GROUP BY 1, 2, 3, 4, 5"
+        ),
+        Vec::new(),
+    )?;
+    ctx.keep(
         "change_counts",
         &format!(
-            "SELECT user, {actor} AS actor, verb, resource_key AS resource, count(*) AS changes, array_agg(DISTINCT namespace) AS namespaces \
-             FROM events WHERE {changes} GROUP BY 1, 2, 3, 4"
+            "SELECT user, {actor} AS actor, verb, resource_key AS resource, sum(changes) AS changes, array_agg(namespace ORDER BY namespace) AS namespaces \
+             FROM namespace_changes GROUP BY 1, 2, 3, 4"
         ),
         Vec::new(),
     )?;
