@@ -64,6 +64,7 @@ impl QueryEngine {
         for function in udf::functions() {
             ctx.register_udf(function);
         }
+        ctx.register_udaf(crate::quantiles::latency_quantiles());
         let file_schema = schema();
         let options = ParquetReadOptions::default()
             .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)])
@@ -100,6 +101,7 @@ impl QueryEngine {
         for function in udf::functions() {
             ctx.register_udf(function);
         }
+        ctx.register_udaf(crate::quantiles::latency_quantiles());
         let events = self
             .block_on(self.ctx.table_provider("events"))
             .map_err(|e| StoreError::Query(e.to_string()))?;

@@ -8,6 +8,7 @@
 mod engine;
 mod error;
 pub mod output;
+mod quantiles;
 mod schema;
 mod segment;
 mod udf;
