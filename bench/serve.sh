@@ -15,7 +15,8 @@
 #
 # usage: bench/serve.sh [EVENTS]   (tailing input size, default 1000000; needs gen-audit-log)
 # env:   BENCH_DIR (default bench/out), SUSTAIN_SECONDS (30), LATENCY_SECONDS (30),
-#        OVERLOAD_SECONDS (60), CLIENTS (8)
+#        OVERLOAD_SECONDS (60), CLIENTS (8), SERVE_ARGS (extra `serve` options for experiments,
+#        e.g. `--config tuned.yaml`; the figures in ARCHITECTURE.md use the defaults)
 source "$(dirname "$0")/common.sh"
 sustain=${SUSTAIN_SECONDS:-30}
 latency_seconds=${LATENCY_SECONDS:-30}
@@ -41,8 +42,9 @@ start_server() {
   local name="$1"
   shift
   rm -rf "${dir:?}/serve-$name"
+  # shellcheck disable=SC2086 # SERVE_ARGS is a list of options on purpose
   "$bin" serve --data "$dir/serve-$name" --listen "127.0.0.1:$port" \
-    --webhook-token "bench=$token" "$@" > "$dir/serve-$name.log" 2>&1 &
+    --webhook-token "bench=$token" ${SERVE_ARGS:-} "$@" > "$dir/serve-$name.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 100); do
     curl -fs "$url/readyz" > /dev/null 2>&1 && return
