@@ -124,6 +124,8 @@ pub struct CompileOptions {
     pub from_micros: Option<i64>,
     /// Only events before this time.
     pub to_micros: Option<i64>,
+    /// Only events of this cluster.
+    pub cluster: Option<String>,
     /// The row limit of event results without `| limit`.
     pub default_limit: u64,
 }
@@ -317,7 +319,7 @@ struct Compiler<'d> {
 }
 
 impl Compiler<'_> {
-    /// The query's filter and the time range, as conditions to AND together.
+    /// The query's filter, the time range and the cluster, as conditions to AND together.
     fn conditions(&mut self, query: &Query, options: &CompileOptions) -> Vec<String> {
         let mut conditions = Vec::new();
         if let Some(filter) = &query.filter {
@@ -331,6 +333,10 @@ impl Compiler<'_> {
         if let Some(to) = options.to_micros {
             let p = self.param(Param::TimestampMicros(to));
             conditions.push(format!("{time} < {p}"));
+        }
+        if let Some(cluster) = &options.cluster {
+            let p = self.param(Param::Text(cluster.clone()));
+            conditions.push(format!("{} = {p}", self.dialect.ident("cluster")));
         }
         conditions
     }

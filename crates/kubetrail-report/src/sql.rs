@@ -21,7 +21,12 @@ const REQUESTS: &str = concat!(
 /// Requests whose latency is API-server work rather than the length of a session.
 const TIMED: &str = "latency_us IS NOT NULL AND verb <> 'watch' AND subresource NOT IN ('exec', 'attach', 'portforward', 'proxy', 'log')";
 /// The first source IP (the client as the API server saw it).
-const IP: &str = "coalesce(array_element(source_ips, 1), '')";
+macro_rules! ip {
+    () => {
+        "coalesce(array_element(source_ips, 1), '')"
+    };
+}
+const IP: &str = ip!();
 const MUTATING: &str = "verb IN ('create', 'update', 'patch', 'delete', 'deletecollection')";
 
 fn ms(expr: &str) -> String {
@@ -431,7 +436,9 @@ const OBJECT: &str = object!();
 /// kept as `object_requests` for the report's tables.
 const OBJECT_REQUESTS: &str = concat!(
     "SELECT time, audit_id, verb, subresource, user, client, ip, code, status_reason, latency_us FROM (",
-    "SELECT time, audit_id, verb, subresource, user, client, coalesce(array_element(source_ips, 1), '') AS ip, code, status_reason, latency_us, ",
+    "SELECT time, audit_id, verb, subresource, user, client, ",
+    ip!(),
+    " AS ip, code, status_reason, latency_us, ",
     "row_number() OVER (PARTITION BY audit_id ORDER BY ",
     "CASE stage WHEN 'ResponseComplete' THEN 3 WHEN 'Panic' THEN 3 WHEN 'ResponseStarted' THEN 2 ELSE 1 END DESC) AS request_stage ",
     "FROM events WHERE time >= $1 AND time < $2 AND ($3 = '' OR \"cluster\" = $3) AND ",

@@ -268,37 +268,13 @@ impl Params {
         Ok(CompileOptions {
             from_micros,
             to_micros,
+            cluster: self.cluster.clone(),
             default_limit: 0,
         })
     }
 
-    /// The query, with the range's cluster as one more condition.
     fn parsed(&self) -> Result<kubetrail_query::Query, ApiError> {
-        let mut text = self.text().to_owned();
-        if let Some(cluster) = &self.cluster {
-            if cluster.contains('"') || cluster.contains('\\') {
-                return Err(ApiError::bad_request(
-                    "cluster: a cluster name has no quotes",
-                ));
-            }
-            // Prefix the filter; a query made only of pipes keeps them after the condition.
-            text = format!("cluster:\"{cluster}\" {text}");
-        }
-        kubetrail_query::parse(&text).map_err(|e| {
-            if self.cluster.is_some() {
-                // Positions refer to the text the client sent.
-                let shift = text.len() - self.text().len();
-                ApiError::query(
-                    &QueryError {
-                        position: e.position.saturating_sub(shift),
-                        message: e.message,
-                    },
-                    self.text(),
-                )
-            } else {
-                ApiError::query(&e, &text)
-            }
-        })
+        kubetrail_query::parse(self.text()).map_err(|e| ApiError::query(&e, self.text()))
     }
 }
 

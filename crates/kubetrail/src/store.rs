@@ -437,6 +437,7 @@ pub fn query(args: &QueryArgs) -> Result<Outcome> {
     let options = CompileOptions {
         from_micros,
         to_micros,
+        cluster: None,
         default_limit: args.limit,
     };
     let compiled = compile(&parsed, &DataFusionDialect, &options)

@@ -179,6 +179,12 @@ fn the_api_answers_investigations_behind_its_token() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["events"].as_array().unwrap().len(), 3);
 
+    // The cluster parameter: every event came from the webhook's cluster "prod".
+    let in_prod = api.ok("/query?q=code:403%20%7C%20stats%20count()%20as%20n&cluster=prod");
+    assert_eq!(in_prod["rows"][0]["n"].as_u64().unwrap(), total);
+    let elsewhere = api.ok("/search?q=code:403&cluster=staging");
+    assert!(elsewhere["events"].as_array().unwrap().is_empty());
+
     // Stats and time series: the 403 spike's user and count.
     let spike = &incidents["forbidden-spike"];
     let by_user = api.ok(&format!(
