@@ -152,9 +152,7 @@ impl ApiError {
                 "the store holds no events yet: point an API server or a --tail at this server",
             ),
             // A segment merged away between listing and reading: the query is worth repeating.
-            StoreError::Query(message)
-                if message.contains("No such file") || message.contains("not found") =>
-            {
+            StoreError::Query(message) if message.contains("No such file or directory") => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
             }
             other => ApiError::internal(other.to_string()),
