@@ -7,8 +7,8 @@
 //! - [`tail`]: the file source for the API server's log backend (rotation, copytruncate, gzip,
 //!   container-runtime logs) with checkpoints.
 //!
-//! The webhook source lives in `kubetrail-server`, which owns the HTTP port; it decodes request
-//! bodies and hands batches to [`ingest::Ingest`] like the tailer does.
+//! The webhook source lives in `kubetrail-server`, which owns the HTTP port; it hands request
+//! bodies to [`ingest::Ingest`] as the tailer hands it lines, and the writer thread decodes both.
 
 pub mod ingest;
 pub mod tail;

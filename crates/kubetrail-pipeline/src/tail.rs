@@ -31,11 +31,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
-use kubetrail_event::{DecodeOptions, Decoded, Decoder};
+use kubetrail_event::{DecodeOptions, Decoder};
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::{Ack, Batch, Ingest, IngestError, now_micros};
-use crate::transform::{Transforms, Verdict};
+use crate::transform::Transforms;
 
 /// Where to start in files seen on the very first start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -133,15 +133,13 @@ const MAX_CHECKPOINTS: usize = 1000;
 const FINGERPRINT_BYTES: usize = 256;
 /// Bytes read at a time.
 const CHUNK: usize = 4 << 20;
-/// Chunks decoded and queued but not yet acknowledged, per file.
+/// Chunks queued but not yet acknowledged, per file.
 const MAX_IN_FLIGHT: usize = 4;
 
 /// A chunk of lines handed to the store, waiting for its acknowledgement.
 struct InFlight {
-    /// None when no line of the chunk is an event to store.
-    ack: Option<Ack>,
+    ack: Ack,
     bytes: u64,
-    events: u64,
 }
 
 struct Tracked {
@@ -158,7 +156,8 @@ struct Tracked {
     /// read after it.
     handle: Option<File>,
     seen: Instant,
-    decoder: Decoder,
+    /// Shared with the writer thread, which decodes the chunks this file's lines are sent in.
+    decoder: Arc<Mutex<Decoder>>,
 }
 
 /// The running file source.
@@ -363,7 +362,7 @@ impl Tailer {
             finished: false,
             handle,
             seen: Instant::now(),
-            decoder: Decoder::new(self.options.decode.clone()),
+            decoder: self.new_decoder(),
         });
     }
 
@@ -391,7 +390,7 @@ impl Tailer {
             // copytruncate (or truncation by hand): the content before is in the copy, if any.
             tracing::info!(file = %path.display(), "file truncated; reading it from the start");
             self.tracked[index].offset = 0;
-            self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
+            self.tracked[index].decoder = self.new_decoder();
             match fingerprint(&path) {
                 Ok((Some(fp), _)) => self.tracked[index].fingerprint = fp,
                 _ => return false,
@@ -516,53 +515,31 @@ impl Tailer {
         }
     }
 
-    /// Decodes complete lines and queues their events for the store. Up to
-    /// [`MAX_IN_FLIGHT`] chunks wait for their acknowledgement at once, so decoding the next
-    /// chunk overlaps with writing the previous one; offsets advance only as acknowledgements
+    /// Queues complete lines for the store, which decodes them with this file's decoder. Up
+    /// to [`MAX_IN_FLIGHT`] chunks wait for their acknowledgement at once, so reading the next
+    /// chunk overlaps with storing the previous one; offsets advance only as acknowledgements
     /// arrive, in order. False when a batch could not be stored (the same lines are read
     /// again later).
     fn deliver(&mut self, index: usize, lines: &[u8]) -> bool {
-        let cluster = self.options.cluster.clone();
-        let transforms = self.transforms.clone();
-        let stats = self.stats.clone();
-        let name = self.tracked[index].path.display().to_string();
-        let mut events = Vec::new();
-        self.tracked[index].decoder.feed(lines, &mut |decoded| match decoded {
-            Decoded::Event(mut event, _) => match transforms.apply(&mut event, &cluster) {
-                Verdict::Keep { .. } => events.push(event.into_owned()),
-                _ => {
-                    stats.filtered.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            Decoded::Skipped(skip) => {
-                stats.skipped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(file = %name, line = skip.line, reason = skip.reason.as_str(), message = %skip.message, "skipped a line that is not a valid audit event");
+        let batch = Batch::lines(
+            self.options.cluster.clone(),
+            lines.to_vec(),
+            self.tracked[index].decoder.clone(),
+            self.transforms.clone(),
+        );
+        match self.ingest.queue(batch, &self.stop) {
+            Ok(ack) => {
+                self.in_flight.push_back(InFlight {
+                    ack,
+                    bytes: lines.len() as u64,
+                });
+                self.settle(index, MAX_IN_FLIGHT - 1)
             }
-            Decoded::Ignored { .. } => {}
-        });
-        let count = events.len() as u64;
-        let ack = if events.is_empty() {
-            None
-        } else {
-            let batch = Batch {
-                cluster,
-                events,
-                ingest_micros: now_micros(),
-            };
-            match self.ingest.queue(batch, &self.stop) {
-                Ok(ack) => Some(ack),
-                Err(e) => {
-                    self.abandon(index, &e);
-                    return false;
-                }
+            Err(e) => {
+                self.abandon(index, &e);
+                false
             }
-        };
-        self.in_flight.push_back(InFlight {
-            ack,
-            bytes: lines.len() as u64,
-            events: count,
-        });
-        self.settle(index, MAX_IN_FLIGHT - 1)
+        }
     }
 
     /// Waits for acknowledgements until at most `keep` chunks are in flight, advancing the
@@ -572,17 +549,30 @@ impl Tailer {
             let Some(chunk) = self.in_flight.pop_front() else {
                 break;
             };
-            if let Some(ack) = chunk.ack {
-                let result = ack
-                    .blocking_recv()
-                    .unwrap_or(Err(IngestError::ShuttingDown));
-                if let Err(e) = result {
+            let outcome = match chunk
+                .ack
+                .blocking_recv()
+                .unwrap_or(Err(IngestError::ShuttingDown))
+            {
+                Ok(outcome) => outcome,
+                Err(e) => {
                     self.abandon(index, &e);
                     return false;
                 }
+            };
+            for skip in &outcome.skips {
+                tracing::warn!(file = %self.tracked[index].path.display(), line = skip.line, reason = skip.reason.as_str(), message = %skip.message, "skipped a line that is not a valid audit event");
             }
+            self.stats
+                .skipped
+                .fetch_add(outcome.skipped, Ordering::Relaxed);
+            self.stats
+                .filtered
+                .fetch_add(outcome.filtered, Ordering::Relaxed);
             self.tracked[index].offset += chunk.bytes;
-            self.stats.events.fetch_add(chunk.events, Ordering::Relaxed);
+            self.stats
+                .events
+                .fetch_add(outcome.kept(), Ordering::Relaxed);
             self.stats.bytes.fetch_add(chunk.bytes, Ordering::Relaxed);
             self.sync_checkpoint(index);
         }
@@ -596,7 +586,11 @@ impl Tailer {
         self.in_flight.clear();
         // The decoder has consumed these lines; they are fed again to a fresh one from the
         // unchanged offset (line numbers in messages restart, nothing is lost).
-        self.tracked[index].decoder = Decoder::new(self.options.decode.clone());
+        self.tracked[index].decoder = self.new_decoder();
+    }
+
+    fn new_decoder(&self) -> Arc<Mutex<Decoder>> {
+        Arc::new(Mutex::new(Decoder::new(self.options.decode.clone())))
     }
 
     fn sync_checkpoint(&mut self, index: usize) {

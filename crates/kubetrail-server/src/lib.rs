@@ -2,10 +2,10 @@
 //! file sources and the ingest sink run beside it.
 //!
 //! ```text
-//!  kube-apiserver ── POST /audit[/<token>] ─▶ webhook (auth, limits, decode, transforms) ─┐
-//!  audit.log files ─▶ tailer threads (kubetrail-pipeline::tail) ────────────────────────────┤
-//!                                                        ingest thread: group commit to WAL ◀┘
-//!                                                        └─ ack ─▶ 200 to the API server
+//!  kube-apiserver ── POST /audit[/<token>] ─▶ webhook (auth, limits: the body's bytes) ───┐
+//!  audit.log files ─▶ tailer threads (kubetrail-pipeline::tail: whole lines) ───────────────┤
+//!                        ingest thread: decode, transforms, group commit to WAL ◀────────────┘
+//!                        └─ ack ─▶ 200 to the API server
 //! ```
 //!
 //! The accept loop is written out (tokio + rustls + hyper-util) rather than hidden in a server

@@ -21,9 +21,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kubetrail_event::{DecodeOptions, Decoded, Decoder};
-use kubetrail_pipeline::ingest::now_micros;
-use kubetrail_pipeline::{Batch, IngestError, Verdict};
+use kubetrail_event::Skip;
+use kubetrail_pipeline::{Batch, BatchOutcome, IngestError};
 use serde_json::json;
 
 use crate::metrics::{SourceCluster, SourceReason};
@@ -190,20 +189,9 @@ async fn accept(
             }
         })?;
     app.metrics.webhook_bytes.inc_by(bytes.len() as u64);
-    let (events, skipped) = decode(app, &bytes, &cluster)?;
-    let received = events.len() as u64;
-    app.metrics
-        .events_received
-        .get_or_create(&SourceCluster {
-            source: "webhook",
-            cluster: cluster.clone(),
-        })
-        .inc_by(received);
-    let batch = Batch {
-        cluster,
-        events,
-        ingest_micros: now_micros(),
-    };
+    // The writer thread decodes the body (see `kubetrail_pipeline::ingest`): the request
+    // holds only its bytes while it waits.
+    let batch = Batch::document(cluster.clone(), bytes.clone(), app.transforms.clone());
     let ack = app
         .ingest
         .try_submit(batch)
@@ -213,12 +201,27 @@ async fn accept(
         Ok(Err(error)) => return Err(ingest_refusal(&error)),
         Err(_) => return Err(ingest_refusal(&IngestError::ShuttingDown)),
     };
+    refuse_without_events(&outcome, &bytes)?;
+    if let Some(first) = outcome.skips.first() {
+        tracing::warn!(
+            skipped = outcome.skipped,
+            first = %describe(first),
+            "bad events in a webhook batch were skipped"
+        );
+    }
+    app.metrics
+        .events_received
+        .get_or_create(&SourceCluster {
+            source: "webhook",
+            cluster,
+        })
+        .inc_by(outcome.kept());
     count(app, "accepted-requests");
     Ok(json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,
-        "filtered": received - outcome.accepted - outcome.duplicates,
-        "skipped": skipped,
+        "filtered": outcome.filtered,
+        "skipped": outcome.skipped,
     }))
 }
 
@@ -393,66 +396,38 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Decodes and transforms the body; refuses it when nothing in it is an event.
-fn decode(
-    app: &App,
-    bytes: &[u8],
-    cluster: &str,
-) -> Result<(Vec<kubetrail_event::AuditEvent<'static>>, u64), Refusal> {
-    let mut decoder = Decoder::new(DecodeOptions::default());
-    let mut events = Vec::new();
-    let mut skipped = 0u64;
-    let mut filtered = 0u64;
-    let mut first_problem: Option<String> = None;
-    let mut seen_anything = false;
-    let mut handle = |decoded: Decoded<'_>| match decoded {
-        Decoded::Event(mut event, _) => {
-            seen_anything = true;
-            match app.transforms.apply(&mut event, cluster) {
-                Verdict::Keep { .. } => events.push(event.into_owned()),
-                Verdict::Excluded | Verdict::DroppedByPolicy => filtered += 1,
-            }
-        }
-        Decoded::Skipped(skip) => {
-            seen_anything = true;
-            skipped += 1;
-            first_problem.get_or_insert_with(|| {
-                format!(
-                    "line {}: {}: {}",
-                    skip.line,
-                    skip.reason.as_str(),
-                    skip.message
-                )
-            });
-        }
-        Decoded::Ignored { .. } => {}
-    };
-    decoder.feed(bytes, &mut handle);
-    decoder.finish(&mut handle);
-    if events.is_empty() && filtered == 0 {
-        if let Some(problem) = first_problem {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("the body is not a valid audit EventList or Event: {problem}"),
-            ));
-        }
-        if !seen_anything && !looks_like_empty_list(bytes) {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                "the body holds no audit events (expected an audit.k8s.io EventList or Event)",
-            ));
-        }
+/// A body in which nothing was an event is refused as malformed, saying why.
+fn refuse_without_events(outcome: &BatchOutcome, body: &[u8]) -> Result<(), Refusal> {
+    if outcome.kept() > 0 || outcome.filtered > 0 {
+        return Ok(());
     }
-    if skipped > 0 {
-        tracing::warn!(
-            skipped,
-            first = first_problem.as_deref().unwrap_or(""),
-            "bad events in a webhook batch were skipped"
-        );
+    if let Some(first) = outcome.skips.first() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!(
+                "the body is not a valid audit EventList or Event: {}",
+                describe(first)
+            ),
+        ));
     }
-    Ok((events, skipped))
+    if !outcome.seen_input && !looks_like_empty_list(body) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the body holds no audit events (expected an audit.k8s.io EventList or Event)",
+        ));
+    }
+    Ok(())
+}
+
+fn describe(skip: &Skip) -> String {
+    format!(
+        "line {}: {}: {}",
+        skip.line,
+        skip.reason.as_str(),
+        skip.message
+    )
 }
 
 /// An `EventList` without items is valid (the API server does not send one, others might).

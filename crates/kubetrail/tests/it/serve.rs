@@ -279,7 +279,7 @@ fn refused_requests_get_the_right_status_and_are_counted() {
     let (status, text) = post(
         "/audit?timeout=30s",
         "application/json; charset=utf-8",
-        small,
+        small.clone(),
         Some(TOKEN),
     );
     assert_eq!(status, 200);
@@ -287,6 +287,16 @@ fn refused_requests_get_the_right_status_and_are_counted() {
         text.contains("\"accepted\":0"),
         "the retry stored duplicates: {text}"
     );
+    // A batch with one broken item: the others are taken, the broken one is counted.
+    let mut mixed: serde_json::Value = serde_json::from_str(&small).unwrap();
+    let items = mixed["items"].as_array_mut().unwrap();
+    let good = items.len();
+    items.insert(1, serde_json::json!({"kind": "Event", "auditID": 7}));
+    let (status, text) = post(&format!("/audit/{TOKEN}"), json, mixed.to_string(), None);
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["duplicates"], good, "{text}");
+    assert_eq!(answer["skipped"], 1, "{text}");
     let metrics = client
         .get(server.url("/metrics"))
         .send()
@@ -299,7 +309,7 @@ fn refused_requests_get_the_right_status_and_are_counted() {
         "kubetrail_rejected_total{source=\"webhook\",reason=\"too-large\"} 1",
         "kubetrail_rejected_total{source=\"webhook\",reason=\"malformed\"} 1",
         "kubetrail_rejected_total{source=\"webhook\",reason=\"unsupported-media-type\"} 1",
-        "kubetrail_webhook_requests_total{code=\"200\"} 2",
+        "kubetrail_webhook_requests_total{code=\"200\"} 3",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
@@ -545,13 +555,19 @@ fn tailing_follows_rename_gzip_copytruncate_and_restarts_with_exact_counts() {
     read += 1;
     wait_for_tail_events(&server, read);
     // 2: rotation by rename (lumberjack's name), new file, more lines; then the rotated file is
-    // gzipped while the new one is written.
+    // gzipped while the new one is written. A broken line among them is skipped and counted.
+    append(&log, &["{\"kind\":\"Event\",\"auditID\":"]);
     append(&log, chunks[1]);
     let rotated = logs.join("audit-2026-11-21T08-00-00.000.log");
     std::fs::rename(&log, &rotated).unwrap();
     append(&log, chunks[2]);
     read += (chunks[1].len() + chunks[2].len()) as u64;
     wait_for_tail_events(&server, read);
+    let status: serde_json::Value = reqwest::blocking::get(server.url("/api/v1/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["tail"]["skippedLines"], 1, "{status}");
     gzip(&rotated);
     // 3: copytruncate.
     append(&log, chunks[3]);
