@@ -429,6 +429,15 @@ impl<'a> Ctx<'a> {
         Ok(self.session.keep(name, &self.statement(sql, extra))?)
     }
 
+    /// Runs `statements` with Parquet filter pushdown on: for statements whose filter keeps
+    /// a small share of the rows (see [`QuerySession::set_filter_pushdown`]).
+    pub fn selective<T>(&self, statements: impl FnOnce() -> T) -> T {
+        let previous = self.session.set_filter_pushdown(true);
+        let result = statements();
+        self.session.set_filter_pushdown(previous);
+        result
+    }
+
     fn statement(&self, sql: &str, extra: Vec<Param>) -> CompiledSql {
         let mut params = vec![
             Param::TimestampMicros(self.from),

@@ -264,17 +264,28 @@ pub(crate) fn latency(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
         "API latency (long-running requests such as watches and exec left out)".to_owned();
     let limit = ctx.limit;
     let timed = format!("{REQUESTS} AND {TIMED}");
-    // p50, p90 and p99 from one histogram per group (`kt_latency_quantiles`, within 0.5 %).
-    let stats = "count(*) AS requests, kt_latency_quantiles(latency_us) AS quantiles, max(latency_us) AS max_us";
-    // One scan for the four groupings (grouping sets), kept for the four tables.
+    // One scan of the store makes a cell per (verb, resource, user, client, cluster-wide or
+    // not) — a few thousand even for millions of requests — with a latency histogram, and
+    // every table below is computed from the cells: the four groupings roll the histograms up
+    // (p50/p90/p99 within 0.5 %), the cluster-wide lists are cells too, and the merged
+    // histogram says where the slowest requests start.
+    ctx.keep(
+        "latency_cells",
+        &format!(
+            "SELECT verb, resource_key, user, client, namespace = '' AND resource <> '' AS cluster_wide, \
+             count(*) AS requests, kt_latency_histogram(latency_us) AS histogram, max(latency_us) AS max_us, \
+             sum(latency_us) AS sum_us, sum(CASE WHEN verb = 'list' AND request_uri NOT LIKE '%limit=%' THEN 1 ELSE 0 END) AS lists_without_limit \
+             FROM events WHERE {timed} GROUP BY 1, 2, 3, 4, 5"
+        ),
+        Vec::new(),
+    )?;
     ctx.keep(
         "latency_groups",
-        &format!(
-            "SELECT CASE WHEN grouping(verb) = 0 THEN 'verb' WHEN grouping(resource_key) = 0 THEN 'resource_key' \
-             WHEN grouping(user) = 0 THEN 'user' ELSE 'client' END AS grouped_by, \
-             coalesce(verb, resource_key, user, client) AS grouping_key, {stats} FROM events WHERE {timed} \
-             GROUP BY GROUPING SETS ((verb), (resource_key), (user), (client))"
-        ),
+        "SELECT CASE WHEN grouping(verb) = 0 THEN 'verb' WHEN grouping(resource_key) = 0 THEN 'resource_key' \
+         WHEN grouping(user) = 0 THEN 'user' ELSE 'client' END AS grouped_by, \
+         coalesce(verb, resource_key, user, client) AS grouping_key, sum(requests) AS requests, \
+         kt_latency_quantiles(histogram) AS quantiles, max(max_us) AS max_us FROM latency_cells \
+         GROUP BY GROUPING SETS ((verb), (resource_key), (user), (client))",
         Vec::new(),
     )?;
     let columns = format!(
@@ -318,26 +329,41 @@ pub(crate) fn latency(ctx: &Ctx<'_>, report: &mut Report) -> Result<(), ReportEr
             Vec::new(),
         )?;
     }
-    report.add(
-        ctx,
-        "slowest",
-        "Slowest requests",
-        &format!(
-            "SELECT time, {} AS latency_ms, verb, resource_key AS resource, namespace, name, user, client, {IP} AS source_ip, code FROM events WHERE {timed} ORDER BY latency_us DESC LIMIT {limit}",
-            ms("latency_us")
-        ),
-        Vec::new(),
-    )?;
-    let unbounded = "sum(CASE WHEN request_uri NOT LIKE '%limit=%' THEN 1 ELSE 0 END)";
+    // The slowest requests are all at or above this bound, and few others are: with filter
+    // pushdown the scan skips whole pages by their latency statistics and decodes the shown
+    // columns only for the rows above it.
+    let bound = crate::int(
+        &ctx.query(
+            &format!(
+                "SELECT kt_latency_top_bound(kt_latency_histogram(histogram), {limit}) AS bound FROM latency_cells"
+            ),
+            Vec::new(),
+        )?,
+        "bound",
+    )
+    .unwrap_or(0);
+    ctx.selective(|| {
+        report.add(
+            ctx,
+            "slowest",
+            "Slowest requests",
+            &format!(
+                "SELECT time, {} AS latency_ms, verb, resource_key AS resource, namespace, name, user, client, {IP} AS source_ip, code FROM events WHERE {timed} AND latency_us >= $4 ORDER BY latency_us DESC LIMIT {limit}",
+                ms("latency_us")
+            ),
+            vec![Param::Int(bound)],
+        )
+    })?;
     let expensive = report.add(
         ctx,
         "cluster-wide-lists",
         "Cluster-wide lists (expensive for the API server and etcd, worst without a limit)",
         &format!(
-            "SELECT user, resource_key AS resource, count(*) AS requests, {unbounded} AS without_limit, {} AS p99_ms, {} AS max_ms, {} AS total_s FROM events WHERE {timed} AND verb = 'list' AND namespace = '' AND resource <> '' GROUP BY 1, 2 ORDER BY without_limit DESC, total_s DESC LIMIT {limit}",
-            ms("array_element(kt_latency_quantiles(latency_us), 3)"),
-            ms("max(latency_us)"),
-            "round(CAST(sum(latency_us) AS DOUBLE) / 1000000.0, 1)"
+            "SELECT user, resource_key AS resource, sum(requests) AS requests, sum(lists_without_limit) AS without_limit, {} AS p99_ms, {} AS max_ms, {} AS total_s \
+             FROM latency_cells WHERE verb = 'list' AND cluster_wide GROUP BY 1, 2 ORDER BY without_limit DESC, total_s DESC LIMIT {limit}",
+            ms("array_element(kt_latency_quantiles(histogram), 3)"),
+            ms("max(max_us)"),
+            "round(CAST(sum(sum_us) AS DOUBLE) / 1000000.0, 1)"
         ),
         Vec::new(),
     )?;

@@ -64,7 +64,9 @@ impl QueryEngine {
         for function in udf::functions() {
             ctx.register_udf(function);
         }
-        ctx.register_udaf(crate::quantiles::latency_quantiles());
+        for aggregate in crate::quantiles::latency_aggregates() {
+            ctx.register_udaf(aggregate);
+        }
         let file_schema = schema();
         let options = ParquetReadOptions::default()
             .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)])
@@ -101,7 +103,9 @@ impl QueryEngine {
         for function in udf::functions() {
             ctx.register_udf(function);
         }
-        ctx.register_udaf(crate::quantiles::latency_quantiles());
+        for aggregate in crate::quantiles::latency_aggregates() {
+            ctx.register_udaf(aggregate);
+        }
         let events = self
             .block_on(self.ctx.table_provider("events"))
             .map_err(|e| StoreError::Query(e.to_string()))?;
@@ -127,6 +131,18 @@ impl QuerySession<'_> {
     pub fn query(&self, compiled: &CompiledSql) -> Result<Vec<RecordBatch>, StoreError> {
         self.engine
             .block_on(run_sql(&self.ctx, &compiled.sql, scalars(&compiled.params)))
+    }
+
+    /// Turns Parquet filter pushdown on or off for the following statements of this session.
+    /// With it on, a scan decodes the filter's columns first and the other columns only for
+    /// the rows that pass: a large saving when a filter keeps few rows of wide columns (the
+    /// slowest requests, cluster-wide lists), a cost when it keeps most of them, hence a
+    /// choice per statement rather than per engine. Returns the previous setting.
+    pub fn set_filter_pushdown(&self, enabled: bool) -> bool {
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let parquet = &mut state.config_mut().options_mut().execution.parquet;
+        std::mem::replace(&mut parquet.pushdown_filters, enabled)
     }
 
     /// Runs a compiled query and keeps its result as the in-memory table `name` for the

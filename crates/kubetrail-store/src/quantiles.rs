@@ -1,5 +1,9 @@
 //! `kt_latency_quantiles(latency_us)`: the p50, p90 and p99 of a group's latencies, in
 //! microseconds, as a three-element list — in one pass with one small histogram per group.
+//! `kt_latency_histogram(latency_us)` returns that histogram itself (bytes), and
+//! `kt_latency_quantiles` also takes such histograms and merges them, so quantiles can be
+//! rolled up from a fine grouping to coarser ones without reading the latencies again;
+//! `kt_latency_top_bound(histogram, n)` finds from one where the `n` slowest requests start.
 //!
 //! Why not `approx_percentile_cont`: it keeps a t-digest per percentile and per group and is fed
 //! row by row, so three percentiles over the four groupings of the latency report cost seconds
@@ -11,14 +15,16 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Float64Builder, Int64Array, ListBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Float64Builder, Int64Builder,
+    ListBuilder,
 };
 use arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    ScalarUDF, Signature, TypeSignature, Volatility, create_udf,
 };
 
 /// The quantiles returned, in order.
@@ -26,25 +32,77 @@ const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 /// Buckets per factor e: bucket `b` holds values in `[e^(b/K), e^((b+1)/K))`, about 1 % wide.
 const BUCKETS_PER_E: f64 = 100.0;
 
-/// The function, for registration.
-pub fn latency_quantiles() -> AggregateUDF {
-    AggregateUDF::from(LatencyQuantiles {
-        signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+/// The functions, for registration: `kt_latency_quantiles` and `kt_latency_histogram`.
+pub fn latency_aggregates() -> [AggregateUDF; 2] {
+    [Output::Quantiles, Output::Histogram].map(|output| {
+        AggregateUDF::from(LatencyAggregate {
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Int64]),
+                    TypeSignature::Exact(vec![DataType::Binary]),
+                ],
+                Volatility::Immutable,
+            ),
+            output,
+        })
     })
 }
 
+/// `kt_latency_top_bound(histogram, n)`: a latency that at least `n` of the histogram's
+/// requests reach, within 1 % of the `n`-th largest (the smallest when it holds fewer). A
+/// filter `latency_us >= kt_latency_top_bound(…)` keeps the `n` slowest requests and little
+/// else, so their wide columns are decoded for a handful of rows.
+pub fn latency_top_bound() -> ScalarUDF {
+    create_udf(
+        "kt_latency_top_bound",
+        vec![DataType::Binary, DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(top_bound),
+    )
+}
+
+fn top_bound(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let histograms = arrays[0].as_binary::<i32>();
+    let ranks = arrays[1].as_primitive::<Int64Type>();
+    let mut bounds = Int64Builder::with_capacity(histograms.len());
+    for row in 0..histograms.len() {
+        if histograms.is_null(row) || ranks.is_null(row) {
+            bounds.append_null();
+        } else {
+            let rank = u64::try_from(ranks.value(row)).unwrap_or(0).max(1);
+            bounds.append_option(Histogram::decode(histograms.value(row))?.top_bound(rank));
+        }
+    }
+    Ok(ColumnarValue::Array(Arc::new(bounds.finish())))
+}
+
+/// What a latency aggregate returns; both take latencies (BIGINT) or histograms (BINARY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Output {
+    /// The p50, p90 and p99 as a list of three.
+    Quantiles,
+    /// The encoded histogram, to be merged later.
+    Histogram,
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct LatencyQuantiles {
+struct LatencyAggregate {
     signature: Signature,
+    output: Output,
 }
 
 fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
 }
 
-impl AggregateUDFImpl for LatencyQuantiles {
+impl AggregateUDFImpl for LatencyAggregate {
     fn name(&self) -> &str {
-        "kt_latency_quantiles"
+        match self.output {
+            Output::Quantiles => "kt_latency_quantiles",
+            Output::Histogram => "kt_latency_histogram",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -52,7 +110,10 @@ impl AggregateUDFImpl for LatencyQuantiles {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(list_type())
+        Ok(match self.output {
+            Output::Quantiles => list_type(),
+            Output::Histogram => DataType::Binary,
+        })
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -64,7 +125,7 @@ impl AggregateUDFImpl for LatencyQuantiles {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(OneGroup(Histogram::default())))
+        Ok(Box::new(OneGroup(Histogram::default(), self.output)))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -75,7 +136,7 @@ impl AggregateUDFImpl for LatencyQuantiles {
         &self,
         _args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(Groups(Vec::new())))
+        Ok(Box::new(Groups(Vec::new(), self.output)))
     }
 }
 
@@ -159,6 +220,27 @@ impl Histogram {
         self.max as f64
     }
 
+    /// A value that at least `n` of the values reach: the lower edge of the bucket holding
+    /// the `n`-th largest (so within 1 % of it), never below the smallest value; `None`
+    /// when there are no values.
+    fn top_bound(&self, n: u64) -> Option<i64> {
+        if self.total == 0 {
+            return None;
+        }
+        let mut seen = 0u64;
+        for (i, &count) in self.counts.iter().enumerate().rev() {
+            seen += u64::from(count);
+            if seen >= n {
+                // Bucket `b` holds the values whose `ln(v)·K` rounds down to `b`, so they are at
+                // least `e^(b/K)`; one less absorbs the rounding of that power.
+                let b = f64::from(self.low + i as u32);
+                let edge = (b / BUCKETS_PER_E).exp().floor() as i64 - 1;
+                return Some(edge.max(self.min));
+            }
+        }
+        Some(self.min)
+    }
+
     /// `low, min, max, counts…` as little-endian bytes; empty for no values.
     fn encode(&self) -> Vec<u8> {
         if self.total == 0 {
@@ -201,20 +283,82 @@ impl Histogram {
     }
 }
 
-fn quantiles_into(histogram: &Histogram, builder: &mut ListBuilder<Float64Builder>) {
-    if histogram.total == 0 {
-        builder.append_null();
-        return;
+/// Adds the rows of `input` — latencies, or histograms to merge — to the histogram of
+/// each row's group, leaving out NULLs and the rows `filter` rejects.
+fn fold(
+    histograms: &mut [Histogram],
+    input: &ArrayRef,
+    group_of: impl Fn(usize) -> usize,
+    filter: Option<&BooleanArray>,
+) -> Result<()> {
+    let included =
+        |row: usize| !input.is_null(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+    match input.data_type() {
+        DataType::Binary => {
+            let states = input.as_binary::<i32>();
+            for row in (0..input.len()).filter(|&row| included(row)) {
+                histograms[group_of(row)].merge(&Histogram::decode(states.value(row))?);
+            }
+        }
+        DataType::Int64 => {
+            let values = input.as_primitive::<Int64Type>();
+            for row in (0..input.len()).filter(|&row| included(row)) {
+                histograms[group_of(row)].add(values.value(row));
+            }
+        }
+        other => {
+            return Err(DataFusionError::Internal(format!(
+                "latency aggregates take BIGINT latencies or BINARY histograms, not {other}"
+            )));
+        }
     }
-    for q in QUANTILES {
-        builder.values().append_value(histogram.quantile(q));
+    Ok(())
+}
+
+/// The result for each group: its quantiles or its encoded histogram (NULL for no values).
+fn output_array(histograms: &[Histogram], output: Output) -> ArrayRef {
+    match output {
+        Output::Quantiles => {
+            let mut builder = ListBuilder::new(Float64Builder::new())
+                .with_field(Arc::new(Field::new_list_field(DataType::Float64, true)));
+            for histogram in histograms {
+                if histogram.total == 0 {
+                    builder.append_null();
+                    continue;
+                }
+                for q in QUANTILES {
+                    builder.values().append_value(histogram.quantile(q));
+                }
+                builder.append(true);
+            }
+            Arc::new(builder.finish())
+        }
+        Output::Histogram => {
+            let mut builder = BinaryBuilder::new();
+            for histogram in histograms {
+                if histogram.total == 0 {
+                    builder.append_null();
+                } else {
+                    builder.append_value(histogram.encode());
+                }
+            }
+            Arc::new(builder.finish())
+        }
     }
-    builder.append(true);
+}
+
+/// The encoded states of `histograms`.
+fn state_array(histograms: &[Histogram]) -> ArrayRef {
+    let mut builder = BinaryBuilder::new();
+    for histogram in histograms {
+        builder.append_value(histogram.encode());
+    }
+    Arc::new(builder.finish())
 }
 
 /// Every group's histogram, updated a batch at a time.
 #[derive(Debug)]
-struct Groups(Vec<Histogram>);
+struct Groups(Vec<Histogram>, Output);
 
 impl GroupsAccumulator for Groups {
     fn update_batch(
@@ -225,33 +369,20 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.0.resize_with(total_num_groups, Histogram::default);
-        let values = values[0].as_primitive::<Int64Type>();
-        for (row, &group) in group_indices.iter().enumerate() {
-            if values.is_null(row) || opt_filter.is_some_and(|f| !f.value(row) || f.is_null(row)) {
-                continue;
-            }
-            self.0[group].add(values.value(row));
-        }
-        Ok(())
+        fold(
+            &mut self.0,
+            &values[0],
+            |row| group_indices[row],
+            opt_filter,
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let histograms = emit_to.take_needed(&mut self.0);
-        let mut builder = ListBuilder::new(Float64Builder::new())
-            .with_field(Arc::new(Field::new_list_field(DataType::Float64, true)));
-        for histogram in &histograms {
-            quantiles_into(histogram, &mut builder);
-        }
-        Ok(Arc::new(builder.finish()))
+        Ok(output_array(&emit_to.take_needed(&mut self.0), self.1))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let histograms = emit_to.take_needed(&mut self.0);
-        let mut builder = BinaryBuilder::new();
-        for histogram in &histograms {
-            builder.append_value(histogram.encode());
-        }
-        Ok(vec![Arc::new(builder.finish())])
+        Ok(vec![state_array(&emit_to.take_needed(&mut self.0))])
     }
 
     fn merge_batch(
@@ -261,13 +392,7 @@ impl GroupsAccumulator for Groups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.0.resize_with(total_num_groups, Histogram::default);
-        let states = values[0].as_binary::<i32>();
-        for (row, &group) in group_indices.iter().enumerate() {
-            if !states.is_null(row) {
-                self.0[group].merge(&Histogram::decode(states.value(row))?);
-            }
-        }
-        Ok(())
+        fold(&mut self.0, &values[0], |row| group_indices[row], None)
     }
 
     fn convert_to_state(
@@ -275,18 +400,9 @@ impl GroupsAccumulator for Groups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let values = values[0].as_primitive::<Int64Type>();
-        let mut builder = BinaryBuilder::new();
-        for row in 0..values.len() {
-            if values.is_null(row) || opt_filter.is_some_and(|f| !f.value(row) || f.is_null(row)) {
-                builder.append_null();
-            } else {
-                let mut one = Histogram::default();
-                one.add(values.value(row));
-                builder.append_value(one.encode());
-            }
-        }
-        Ok(vec![Arc::new(builder.finish())])
+        let mut one_per_row = vec![Histogram::default(); values[0].len()];
+        fold(&mut one_per_row, &values[0], |row| row, opt_filter)?;
+        Ok(vec![state_array(&one_per_row)])
     }
 
     fn size(&self) -> usize {
@@ -296,25 +412,15 @@ impl GroupsAccumulator for Groups {
 
 /// The single-group form (no GROUP BY, window functions).
 #[derive(Debug)]
-struct OneGroup(Histogram);
+struct OneGroup(Histogram, Output);
 
 impl Accumulator for OneGroup {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let values = values[0]
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| DataFusionError::Internal("expected BIGINT latencies".to_owned()))?;
-        for value in values.iter().flatten() {
-            self.0.add(value);
-        }
-        Ok(())
+        fold(std::slice::from_mut(&mut self.0), &values[0], |_| 0, None)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let mut builder = ListBuilder::new(Float64Builder::new())
-            .with_field(Arc::new(Field::new_list_field(DataType::Float64, true)));
-        quantiles_into(&self.0, &mut builder);
-        ScalarValue::try_from_array(&builder.finish(), 0)
+        ScalarValue::try_from_array(&output_array(std::slice::from_ref(&self.0), self.1), 0)
     }
 
     fn size(&self) -> usize {
@@ -326,13 +432,7 @@ impl Accumulator for OneGroup {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let states = states[0].as_binary::<i32>();
-        for row in 0..states.len() {
-            if !states.is_null(row) {
-                self.0.merge(&Histogram::decode(states.value(row))?);
-            }
-        }
-        Ok(())
+        fold(std::slice::from_mut(&mut self.0), &states[0], |_| 0, None)
     }
 }
 
@@ -361,6 +461,28 @@ mod tests {
     }
 
     #[test]
+    fn the_top_bound_keeps_the_n_largest_and_little_else() {
+        let values: Vec<i64> = (0..50_000).map(|i| (i * 7919) % 3_000_017).collect();
+        let mut sorted = values.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let mut histogram = Histogram::default();
+        for &v in &values {
+            histogram.add(v);
+        }
+        for n in [1, 20, 100, 10_000] {
+            let bound = histogram.top_bound(n).unwrap();
+            let nth = sorted[n as usize - 1];
+            assert!(bound <= nth, "n={n}: {bound} above the n-th largest {nth}");
+            assert!(
+                bound as f64 >= nth as f64 * 0.98,
+                "n={n}: {bound} far below {nth}"
+            );
+        }
+        assert_eq!(histogram.top_bound(1_000_000), Some(0));
+        assert_eq!(Histogram::default().top_bound(5), None);
+    }
+
+    #[test]
     fn merged_and_round_tripped_histograms_equal_the_whole() {
         let mut whole = Histogram::default();
         let mut left = Histogram::default();
@@ -386,7 +508,7 @@ mod tests {
     /// Through DataFusion, grouped (the group accumulator, over two partitions) and not.
     #[test]
     fn sql_answers_match_exact_quantiles() {
-        use arrow::array::{RecordBatch, StringArray};
+        use arrow::array::{Int64Array, RecordBatch, StringArray};
         use arrow::datatypes::Schema;
         use datafusion::datasource::MemTable;
         use datafusion::prelude::SessionContext;
@@ -416,7 +538,9 @@ mod tests {
         )
         .unwrap();
         let ctx = SessionContext::new();
-        ctx.register_udaf(latency_quantiles());
+        for function in latency_aggregates() {
+            ctx.register_udaf(function);
+        }
         ctx.register_table("t", Arc::new(table)).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -459,5 +583,18 @@ mod tests {
         }
         let all = query("SELECT 'all', kt_latency_quantiles(v) FROM t");
         assert!(close(&all[0].1, &exact(None)), "{all:?}");
+        // Rolled up from finer groups' histograms: the same as from the latencies.
+        let rolled_up = query(
+            "SELECT 'all', kt_latency_quantiles(h) FROM (SELECT g, v % 3 AS part, kt_latency_histogram(v) AS h FROM t GROUP BY g, v % 3)",
+        );
+        assert_eq!(rolled_up[0].1, all[0].1);
+        for (group, got) in query(
+            "SELECT g, kt_latency_quantiles(h) FROM (SELECT g, v % 5 AS part, kt_latency_histogram(v) AS h FROM t GROUP BY 1, 2) GROUP BY g",
+        ) {
+            assert!(
+                close(&got, &exact(Some(&group))),
+                "rolled up {group}: {got:?}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The `kt_*` SQL functions the query language compiles to (see `kubetrail_query::Dialect`):
-//! matching inside list columns, inside the JSON of the stored event, and annotation lookup.
+//! matching inside list columns, inside the JSON of the stored event, and annotation lookup
+//! (the latency functions live in `quantiles.rs`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub fn functions() -> Vec<ScalarUDF> {
             Volatility::Immutable,
             Arc::new(annotation),
         ),
+        crate::quantiles::latency_top_bound(),
     ]
 }
 
