@@ -7,6 +7,7 @@
 
 mod engine;
 mod error;
+mod keys;
 pub mod output;
 mod quantiles;
 mod schema;

@@ -12,7 +12,7 @@
 //! opens) deletes sources that a crash left behind, so no event is ever counted twice for longer
 //! than that window.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::StoreError;
+use crate::keys::KeySet;
 use crate::schema::schema;
 
 /// Parquet metadata key of a compacted segment: the JSON list of the file names it replaces.
@@ -247,7 +248,7 @@ fn is_compacted(path: &Path) -> bool {
 }
 
 /// Adds the (auditID, stage) keys of a segment; returns its row count.
-pub(crate) fn load_keys(path: &Path, keys: &mut HashSet<u64>) -> Result<u64, StoreError> {
+pub(crate) fn load_keys(path: &Path, keys: &mut KeySet) -> Result<u64, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| StoreError::parquet(path, e))?;

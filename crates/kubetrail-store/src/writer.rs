@@ -19,7 +19,7 @@
 //! stored exactly once. If a segment cannot be written (a full disk), the writer stops accepting,
 //! keeps the WAL files, and the next open replays them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,7 @@ use arrow::array::RecordBatch;
 use kubetrail_event::{AuditEvent, DecodeOptions, Decoded, Decoder, InputFormat};
 
 use crate::error::StoreError;
+use crate::keys::KeySet;
 use crate::schema::EventBatchBuilder;
 use crate::segment::{
     self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
@@ -140,7 +141,7 @@ impl Shared {
 pub struct EventWriter {
     dir: PathBuf,
     options: WriterOptions,
-    keys: HashSet<u64>,
+    keys: KeySet,
     pending: BTreeMap<i64, EventBatchBuilder>,
     pending_rows: usize,
     pending_since: Option<Instant>,
@@ -165,7 +166,7 @@ impl EventWriter {
         lock.try_lock()
             .map_err(|_| StoreError::Locked(dir.to_path_buf()))?;
         segment::finish_interrupted_compactions(dir)?;
-        let mut keys = HashSet::new();
+        let mut keys = KeySet::default();
         let mut recovery = Recovery::default();
         let mut stored = 0;
         for path in segment::segments(dir)? {
