@@ -1,6 +1,7 @@
 //! Queries over the stored events with Apache DataFusion: the Parquet segments are one table,
 //! `events`, with the day partition as an extra `date` column, and the `kt_*` functions of the
-//! query language registered.
+//! query language registered. `events_view` is the same table with its text columns read as
+//! `Utf8View` (see [`view_schema`]), for scans over many rows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionC
 use kubetrail_query::{CompiledSql, Param};
 
 use crate::error::StoreError;
-use crate::schema::schema;
+use crate::schema::{schema, view_schema};
 use crate::segment::events_dir;
 use crate::udf;
 
@@ -67,14 +68,15 @@ impl QueryEngine {
         for aggregate in crate::quantiles::latency_aggregates() {
             ctx.register_udaf(aggregate);
         }
-        let file_schema = schema();
-        let options = ParquetReadOptions::default()
-            .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)])
-            .schema(&file_schema);
         let location = format!("{}/", events.display());
-        runtime
-            .block_on(ctx.register_parquet("events", &location, options))
-            .map_err(|e| StoreError::Query(e.to_string()))?;
+        for (table, table_schema) in [("events", schema()), ("events_view", view_schema())] {
+            let options = ParquetReadOptions::default()
+                .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)])
+                .schema(&table_schema);
+            runtime
+                .block_on(ctx.register_parquet(table, &location, options))
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+        }
         Ok(QueryEngine {
             ctx,
             runtime: Some(runtime),
@@ -106,11 +108,13 @@ impl QueryEngine {
         for aggregate in crate::quantiles::latency_aggregates() {
             ctx.register_udaf(aggregate);
         }
-        let events = self
-            .block_on(self.ctx.table_provider("events"))
-            .map_err(|e| StoreError::Query(e.to_string()))?;
-        ctx.register_table("events", events)
-            .map_err(|e| StoreError::Query(e.to_string()))?;
+        for table in ["events", "events_view"] {
+            let provider = self
+                .block_on(self.ctx.table_provider(table))
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+            ctx.register_table(table, provider)
+                .map_err(|e| StoreError::Query(e.to_string()))?;
+        }
         Ok(QuerySession { engine: self, ctx })
     }
 
