@@ -140,7 +140,6 @@ impl Batch {
         let mut failure = None;
         let mut handle = |decoded: Decoded<'_>| match decoded {
             Decoded::Event(mut event, _) => {
-                outcome.seen_input = true;
                 if failure.is_some() {
                     return;
                 }
@@ -156,7 +155,6 @@ impl Batch {
                 }
             }
             Decoded::Skipped(skip) => {
-                outcome.seen_input = true;
                 outcome.skipped += 1;
                 if outcome.skips.len() < MAX_REPORTED_SKIPS {
                     outcome.skips.push(skip);
@@ -199,8 +197,6 @@ pub struct BatchOutcome {
     pub skipped: u64,
     /// The first of them (at most 16), with line and reason.
     pub skips: Vec<Skip>,
-    /// Whether the bytes held any event or broken input at all.
-    pub seen_input: bool,
 }
 
 impl BatchOutcome {

@@ -21,7 +21,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kubetrail_event::Skip;
 use kubetrail_pipeline::{Batch, BatchOutcome, IngestError};
 use serde_json::json;
 
@@ -205,7 +204,7 @@ async fn accept(
     if let Some(first) = outcome.skips.first() {
         tracing::warn!(
             skipped = outcome.skipped,
-            first = %describe(first),
+            %first,
             "bad events in a webhook batch were skipped"
         );
     }
@@ -405,13 +404,10 @@ fn refuse_without_events(outcome: &BatchOutcome, body: &[u8]) -> Result<(), Refu
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "malformed",
-            format!(
-                "the body is not a valid audit EventList or Event: {}",
-                describe(first)
-            ),
+            format!("the body is not a valid audit EventList or Event: {first}"),
         ));
     }
-    if !outcome.seen_input && !looks_like_empty_list(body) {
+    if !looks_like_empty_list(body) {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "malformed",
@@ -419,15 +415,6 @@ fn refuse_without_events(outcome: &BatchOutcome, body: &[u8]) -> Result<(), Refu
         ));
     }
     Ok(())
-}
-
-fn describe(skip: &Skip) -> String {
-    format!(
-        "line {}: {}: {}",
-        skip.line,
-        skip.reason.as_str(),
-        skip.message
-    )
 }
 
 /// An `EventList` without items is valid (the API server does not send one, others might).

@@ -62,12 +62,7 @@ impl QueryEngine {
             .build_arc()
             .map_err(|e| StoreError::Query(e.to_string()))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime_env);
-        for function in udf::functions() {
-            ctx.register_udf(function);
-        }
-        for aggregate in crate::quantiles::latency_aggregates() {
-            ctx.register_udaf(aggregate);
-        }
+        register_functions(&ctx);
         let location = format!("{}/", events.display());
         for (table, table_schema) in [("events", schema()), ("events_view", view_schema())] {
             let options = ParquetReadOptions::default()
@@ -102,12 +97,7 @@ impl QueryEngine {
     pub fn session(&self) -> Result<QuerySession<'_>, StoreError> {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
-        for function in udf::functions() {
-            ctx.register_udf(function);
-        }
-        for aggregate in crate::quantiles::latency_aggregates() {
-            ctx.register_udaf(aggregate);
-        }
+        register_functions(&ctx);
         for table in ["events", "events_view"] {
             let provider = self
                 .block_on(self.ctx.table_provider(table))
@@ -121,6 +111,16 @@ impl QueryEngine {
     /// Runs a compiled query.
     pub fn query(&self, compiled: &CompiledSql) -> Result<Vec<RecordBatch>, StoreError> {
         self.sql(&compiled.sql, scalars(&compiled.params))
+    }
+}
+
+/// The `kt_*` functions, in every context that runs kubetrail's SQL.
+fn register_functions(ctx: &SessionContext) {
+    for function in udf::functions() {
+        ctx.register_udf(function);
+    }
+    for aggregate in crate::quantiles::latency_aggregates() {
+        ctx.register_udaf(aggregate);
     }
 }
 
