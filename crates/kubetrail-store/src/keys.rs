@@ -9,6 +9,7 @@
 //! the vector whenever it fills.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Keys added since the last merge; a merge moves every key once, so this bounds how often.
 const RECENT_CAPACITY: usize = 1 << 20;
@@ -17,7 +18,28 @@ const RECENT_CAPACITY: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
     sorted: Vec<u64>,
-    recent: HashSet<u64>,
+    recent: HashSet<u64, BuildHasherDefault<KeyHasher>>,
+}
+
+/// Keys are already uniform 64-bit hashes: the hash set uses them as they are instead of
+/// hashing them again (SipHash, about as costly as the set's own work).
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 impl KeySet {

@@ -33,7 +33,7 @@ use kubetrail_event::{AuditEvent, DecodeOptions, Decoded, Decoder, InputFormat};
 
 use crate::error::StoreError;
 use crate::keys::KeySet;
-use crate::schema::EventBatchBuilder;
+use crate::schema::{BatchSizes, EventBatchBuilder};
 use crate::segment::{
     self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
     SegmentOptions, events_dir, now_micros,
@@ -144,6 +144,8 @@ pub struct EventWriter {
     keys: KeySet,
     pending: BTreeMap<i64, EventBatchBuilder>,
     pending_rows: usize,
+    /// The sizes of the largest batch handed off so far, to allocate the next one's buffers.
+    batch_sizes: Option<BatchSizes>,
     pending_since: Option<Instant>,
     wal: Wal,
     poisoned: Option<String>,
@@ -209,6 +211,7 @@ impl EventWriter {
             keys,
             pending: BTreeMap::new(),
             pending_rows: 0,
+            batch_sizes: None,
             pending_since: None,
             wal,
             poisoned: None,
@@ -296,9 +299,13 @@ impl EventWriter {
             return false;
         }
         let time = event.time().map_or(ingest, |t| t.as_micros());
+        let flush_rows = self.options.flush_rows;
         self.pending
             .entry(time.div_euclid(DAY_MICROS))
-            .or_default()
+            .or_insert_with(|| match &self.batch_sizes {
+                Some(sizes) => EventBatchBuilder::with_capacity(flush_rows, sizes),
+                None => EventBatchBuilder::default(),
+            })
             .append(event, cluster, time);
         self.pending_rows += 1;
         self.pending_since.get_or_insert_with(Instant::now);
@@ -374,7 +381,16 @@ impl EventWriter {
     fn hand_off(&mut self, wal_through: u64) -> Result<(), StoreError> {
         let days = std::mem::take(&mut self.pending)
             .into_iter()
-            .map(|(day, mut builder)| (day, builder.finish()))
+            .map(|(day, mut builder)| {
+                if self
+                    .batch_sizes
+                    .as_ref()
+                    .is_none_or(|s| s.rows() < builder.len())
+                {
+                    self.batch_sizes = Some(builder.sizes());
+                }
+                (day, builder.finish())
+            })
             .collect();
         let rows = self.pending_rows as u64;
         self.pending_rows = 0;
