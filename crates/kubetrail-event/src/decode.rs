@@ -133,6 +133,8 @@ struct PartialLine {
     text: String,
     line: u64,
     format: InputFormat,
+    /// Input offset of the line holding its first piece.
+    start: u64,
 }
 
 /// A push-based decoder; see the module documentation.
@@ -148,6 +150,11 @@ pub struct Decoder {
     /// Stream framing: the state of the value being scanned at `buf[0]`, and how far it got.
     scan: Option<(ValueScanner, usize)>,
     partial: Option<PartialLine>,
+    /// Line framing: input bytes consumed so far (complete lines, a byte-order mark, what was
+    /// discarded), i.e. the input offset of the next line.
+    offset: u64,
+    /// Line framing: the input offset of the line being decoded.
+    line_start: u64,
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -171,6 +178,8 @@ impl Decoder {
             discarding: false,
             scan: None,
             partial: None,
+            offset: 0,
+            line_start: 0,
         }
     }
 
@@ -209,6 +218,14 @@ impl Decoder {
         self.buf.extend_from_slice(&rest[consumed..]);
     }
 
+    /// Where the container log line still waiting for its last piece began, as an offset
+    /// into the input fed so far (line framing): a reader that stops now and resumes later (a
+    /// tailer's checkpoint) must resume there, or the pieces already fed are lost with this
+    /// decoder. `None` when no line is split.
+    pub fn pending_line_start(&self) -> Option<u64> {
+        self.partial.as_ref().map(|p| p.start)
+    }
+
     /// Decodes everything left: the input has ended.
     pub fn finish<F: FnMut(Decoded<'_>)>(&mut self, out: &mut F) {
         self.process(true, out);
@@ -239,6 +256,7 @@ impl Decoder {
             }
             if buf.starts_with(BOM) {
                 start = BOM.len();
+                self.offset += BOM.len() as u64;
             }
             self.at_start = false;
         }
@@ -261,7 +279,23 @@ impl Decoder {
     fn process_lines<F: FnMut(Decoded<'_>)>(
         &mut self,
         buf: &[u8],
+        pos: usize,
+        eof: bool,
+        out: &mut F,
+    ) -> usize {
+        // `buf[pos]` is at input offset `self.offset`; everything before it was consumed.
+        let base = self.offset - pos as u64;
+        let consumed = self.process_lines_at(buf, pos, base, eof, out);
+        self.offset = base + consumed as u64;
+        consumed
+    }
+
+    /// [`process_lines`](Self::process_lines) with `buf[0]` at input offset `base`.
+    fn process_lines_at<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        buf: &[u8],
         mut pos: usize,
+        base: u64,
         eof: bool,
         out: &mut F,
     ) -> usize {
@@ -275,6 +309,7 @@ impl Decoder {
                     } else if len > max {
                         out(Decoded::Skipped(too_long(self.line, max, "line")));
                     } else {
+                        self.line_start = base + pos as u64;
                         self.line_document(&buf[pos..pos + len], self.line, false, out);
                     }
                     pos += len + 1;
@@ -287,6 +322,7 @@ impl Decoder {
                             if rest > max {
                                 out(Decoded::Skipped(too_long(self.line, max, "line")));
                             } else {
+                                self.line_start = base + pos as u64;
                                 self.line_document(&buf[pos..], self.line, true, out);
                             }
                         }
@@ -698,6 +734,7 @@ impl Decoder {
                     text: content.to_owned(),
                     line,
                     format,
+                    start: self.line_start,
                 });
                 return;
             }

@@ -168,10 +168,11 @@ impl Batch {
                 decoder.feed(&self.bytes, &mut handle);
                 decoder.finish(&mut handle);
             }
-            Framing::Lines(decoder) => decoder
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .feed(&self.bytes, &mut handle),
+            Framing::Lines(decoder) => {
+                let mut decoder = decoder.lock().unwrap_or_else(PoisonError::into_inner);
+                decoder.feed(&self.bytes, &mut handle);
+                outcome.pending_line_start = decoder.pending_line_start();
+            }
         }
         match failure {
             Some(e) => Err(e),
@@ -197,6 +198,9 @@ pub struct BatchOutcome {
     pub skipped: u64,
     /// The first of them (at most 16), with line and reason.
     pub skips: Vec<Skip>,
+    /// Lines of a stream: where the container log line still waiting for its last piece began
+    /// (see [`Decoder::pending_line_start`]).
+    pub pending_line_start: Option<u64>,
 }
 
 impl BatchOutcome {

@@ -16,7 +16,10 @@
 //! restart resumes where the last acknowledged batch ended: nothing is lost, and what is read
 //! again after a crash is recognised by the store as duplicates. Files that rotated while
 //! kubetrail was stopped are found by fingerprint if the glob matches the rotated names
-//! (`audit*.log*`), and their remaining lines are read.
+//! (`audit*.log*`), and their remaining lines are read. A container log line split in pieces
+//! (CRI `P` records, Docker records without a newline) is joined in the decoder's memory, so
+//! while its last piece has not come the checkpoint stays at the line's first piece: a restart
+//! reads the pieces again instead of starting in the middle of the line.
 //!
 //! **Start.** Files seen for the first time are read from the beginning, except on the very
 //! first start (no checkpoint file) with `start_at: end`.
@@ -158,6 +161,29 @@ struct Tracked {
     seen: Instant,
     /// Shared with the writer thread, which decodes the chunks this file's lines are sent in.
     decoder: Arc<Mutex<Decoder>>,
+    /// The offset the decoder started at.
+    decoder_start: u64,
+    /// Where a container log line split in pieces began, while its last piece is not yet
+    /// acknowledged: the decoder holds the first pieces in memory only, so a restart must read
+    /// them again.
+    pending_line_start: Option<u64>,
+}
+
+impl Tracked {
+    /// Where a restart resumes: the acknowledged offset, or the start of a split container
+    /// line still waiting for its end (its events are read again there and joined; complete
+    /// events after it come again and are deduplicated).
+    fn resume_offset(&self) -> u64 {
+        self.pending_line_start.unwrap_or(self.offset)
+    }
+
+    /// Starts over at `offset` with a fresh decoder.
+    fn restart_at(&mut self, offset: u64, decode: &DecodeOptions) {
+        self.offset = offset;
+        self.decoder = Arc::new(Mutex::new(Decoder::new(decode.clone())));
+        self.decoder_start = offset;
+        self.pending_line_start = None;
+    }
 }
 
 /// The running file source.
@@ -335,7 +361,7 @@ impl Tailer {
         let offset = if let Some(live) = self.tracked.iter().find(|t| t.fingerprint == fingerprint)
         {
             // A copy of a file being read (copytruncate's copy, a gzip of a rotated file).
-            live.offset
+            live.resume_offset()
         } else if let Some(checkpoint) = self.checkpoints.get(&fingerprint) {
             checkpoint.offset
         } else if self.first_start && self.options.start_at == StartAt::End {
@@ -362,7 +388,9 @@ impl Tailer {
             finished: false,
             handle,
             seen: Instant::now(),
-            decoder: self.new_decoder(),
+            decoder: Arc::new(Mutex::new(Decoder::new(self.options.decode.clone()))),
+            decoder_start: offset,
+            pending_line_start: None,
         });
     }
 
@@ -389,8 +417,7 @@ impl Tailer {
         if size < self.tracked[index].offset {
             // copytruncate (or truncation by hand): the content before is in the copy, if any.
             tracing::info!(file = %path.display(), "file truncated; reading it from the start");
-            self.tracked[index].offset = 0;
-            self.tracked[index].decoder = self.new_decoder();
+            self.tracked[index].restart_at(0, &self.options.decode);
             match fingerprint(&path) {
                 Ok((Some(fp), _)) => self.tracked[index].fingerprint = fp,
                 _ => return false,
@@ -569,7 +596,11 @@ impl Tailer {
             self.stats
                 .filtered
                 .fetch_add(outcome.filtered, Ordering::Relaxed);
-            self.tracked[index].offset += chunk.bytes;
+            let tracked = &mut self.tracked[index];
+            tracked.offset += chunk.bytes;
+            tracked.pending_line_start = outcome
+                .pending_line_start
+                .map(|start| tracked.decoder_start + start);
             self.stats
                 .events
                 .fetch_add(outcome.kept(), Ordering::Relaxed);
@@ -585,12 +616,10 @@ impl Tailer {
         tracing::warn!(file = %self.tracked[index].path.display(), %error, "events not stored; they will be read again");
         self.in_flight.clear();
         // The decoder has consumed these lines; they are fed again to a fresh one from the
-        // unchanged offset (line numbers in messages restart, nothing is lost).
-        self.tracked[index].decoder = self.new_decoder();
-    }
-
-    fn new_decoder(&self) -> Arc<Mutex<Decoder>> {
-        Arc::new(Mutex::new(Decoder::new(self.options.decode.clone())))
+        // last acknowledged offset, or the start of a split line it was holding (line numbers
+        // in messages restart, nothing is lost).
+        let resume = self.tracked[index].resume_offset();
+        self.tracked[index].restart_at(resume, &self.options.decode);
     }
 
     fn sync_checkpoint(&mut self, index: usize) {
@@ -609,7 +638,7 @@ impl Tailer {
         entry.path = tracked.path.display().to_string();
         entry.device = tracked.device;
         entry.inode = tracked.inode;
-        entry.offset = entry.offset.max(tracked.offset);
+        entry.offset = entry.offset.max(tracked.resume_offset());
         entry.updated = now_micros() as u64 / 1_000_000;
         self.checkpoints_dirty = true;
     }

@@ -425,6 +425,57 @@ fn docker_json_file_lines_are_unwrapped_and_joined() {
     assert_eq!(d.ignored, [IgnoreReason::ContainerOutput]);
 }
 
+/// A tailer stops after any line and resumes from a checkpoint with a fresh decoder: resuming
+/// where [`Decoder::pending_line_start`] says (else where it stopped) must lose no event of a
+/// container line split in pieces, whatever the framing and a byte-order mark.
+#[test]
+fn resuming_at_the_pending_line_start_loses_no_split_container_line() {
+    for path in [
+        "envelopes/kube-apiserver.cri.log",
+        "envelopes/kube-apiserver.docker.log",
+    ] {
+        for bom in [&b""[..], b"\xEF\xBB\xBF"] {
+            let bytes = [bom, &std::fs::read(data(path)).unwrap()].concat();
+            let whole = decode(&bytes);
+            assert!(whole.skipped.is_empty(), "{path}: {:?}", whole.skipped);
+            let mut expected = whole.normalized();
+            expected.sort();
+            let mut split_lines = 0;
+            let cuts = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1);
+            for cut in cuts {
+                let mut first = Decoding::default();
+                let mut decoder = Decoder::new(DecodeOptions::default());
+                decoder.feed(&bytes[..cut], &mut |d| {
+                    if let Decoded::Event(e, _) = d {
+                        first.events.push(((*e).into_owned(), InputFormat::Json, 0));
+                    }
+                });
+                let resume = decoder.pending_line_start().map_or(cut, |start| {
+                    split_lines += 1;
+                    start as usize
+                });
+                assert!(resume <= cut, "{path}: resume {resume} after cut {cut}");
+                let rest = decode(&bytes[resume..]);
+                assert!(
+                    rest.skipped.is_empty(),
+                    "{path} cut at {cut}: {:?}",
+                    rest.skipped
+                );
+                let mut got = first.normalized();
+                got.extend(rest.normalized());
+                got.sort();
+                got.dedup();
+                assert_eq!(got, expected, "{path} cut at {cut}, resumed at {resume}");
+            }
+            assert!(split_lines > 0, "{path} has no split line to test");
+        }
+    }
+}
+
 #[test]
 fn a_split_container_line_that_never_ends_is_truncated() {
     let d = decode(b"2026-01-01T00:00:00Z stdout P {\"kind\":\"Event\",\n");

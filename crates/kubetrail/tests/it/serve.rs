@@ -608,6 +608,42 @@ fn tailing_follows_rename_gzip_copytruncate_and_restarts_with_exact_counts() {
     assert!(checkpoints.contains("\"offset\""), "{checkpoints}");
 }
 
+/// An API server logging to stdout: the container runtime splits long lines into pieces. When
+/// kubetrail stops after the first piece of a line was acknowledged but before its last was
+/// written, the restart must read that piece again, or the event is lost.
+#[test]
+fn a_container_line_split_across_a_restart_is_stored_whole() {
+    let dir = TempDir::new("serve-tail-cri");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let store = dir.path().join("data");
+    let log = logs.join("kube-apiserver.log");
+    let text = std::fs::read_to_string(data("envelopes/kube-apiserver.cri.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].contains(" stdout P "), "{}", lines[1]);
+    let args = [
+        "--data",
+        store.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--tail",
+        log.to_str().unwrap(),
+    ];
+    let server = Serve::start(&args);
+    // A whole event, then the first piece of the next one.
+    append(&log, &lines[..2]);
+    wait_for_tail_events(&server, 1);
+    // Give the tailer time to checkpoint past the piece it has acknowledged.
+    std::thread::sleep(Duration::from_millis(1500));
+    server.terminate();
+    append(&log, &lines[2..]);
+    let server = Serve::start(&args);
+    // The split event and the three after it.
+    wait_for_tail_events(&server, 4);
+    server.terminate();
+    assert_eq!(count_events(&store), (5, 5));
+}
+
 #[test]
 fn send_delivers_like_the_api_server_and_repeats_with_fresh_audit_ids() {
     let dir = TempDir::new("serve-send");
