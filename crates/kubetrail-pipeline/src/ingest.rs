@@ -8,9 +8,10 @@
 //! was a third slower than `import` and an overloaded webhook held its in-flight bodies
 //! several times over.
 //!
-//! Group commit: the thread takes every batch that is waiting, appends them all, fsyncs the WAL
-//! once and then acknowledges each. Under load one fsync covers many webhook requests; when idle
-//! a batch is committed as soon as it arrives.
+//! Group commit: the thread takes every batch that is waiting, appends them all and hands the
+//! group to the WAL's thread, which writes and fsyncs it once and then acknowledges each batch
+//! while this thread decodes the next group. Under load one fsync covers many webhook requests;
+//! when idle a batch is committed as soon as it arrives.
 //!
 //! Backpressure is admission control on queued events: [`Ingest::try_submit`] refuses a batch
 //! when more than `max_queued_events` wait (the webhook answers 429 with `Retry-After`), and
@@ -485,27 +486,37 @@ impl WriterLoop {
                     .and_then(|e| e.clone())
                     .unwrap_or_default(),
             )),
-            Some(writer) => append_group(writer, &group).and_then(|outcomes| {
-                writer.commit()?;
-                Ok(outcomes)
-            }),
+            Some(writer) => append_group(writer, &group),
         };
         self.stats.queued_events.fetch_sub(events, Ordering::AcqRel);
-        match result {
-            Ok(outcomes) => {
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                for (queued, outcome) in group.into_iter().zip(outcomes) {
-                    self.stats
-                        .accepted
-                        .fetch_add(outcome.accepted, Ordering::Relaxed);
-                    self.stats
-                        .duplicates
-                        .fetch_add(outcome.duplicates, Ordering::Relaxed);
-                    let _ = queued.reply.send(Ok(outcome));
-                }
+        match (result, self.writer.as_mut()) {
+            (Ok(outcomes), Some(writer)) => {
+                // The bodies and lines are not needed any more: only the replies wait for the
+                // WAL's thread, while this thread decodes the next group.
+                let replies: Vec<_> = group.into_iter().map(|queued| queued.reply).collect();
+                let stats = self.stats.clone();
+                writer.commit_then(Box::new(move |durable| match durable {
+                    Ok(()) => {
+                        stats.commits.fetch_add(1, Ordering::Relaxed);
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            stats
+                                .accepted
+                                .fetch_add(outcome.accepted, Ordering::Relaxed);
+                            stats
+                                .duplicates
+                                .fetch_add(outcome.duplicates, Ordering::Relaxed);
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(reason) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(IngestError::Unavailable(reason.clone())));
+                        }
+                    }
+                }));
             }
-            Err(e) => {
-                let reason = e.to_string();
+            (result, _) => {
+                let reason = result.err().map_or_else(String::new, |e| e.to_string());
                 self.fail(&reason);
                 for queued in group {
                     let _ = queued
@@ -534,6 +545,10 @@ impl WriterLoop {
             }
             return;
         };
+        if let Some(reason) = writer.failure() {
+            self.fail(&reason);
+            return;
+        }
         let (pending, age) = writer.pending();
         let result = if pending > 0 && age.is_some_and(|a| a >= self.options.flush_interval) {
             writer.flush()

@@ -23,5 +23,5 @@ pub use segment::{
     CompactionOptions, CompactionReport, REPLACES_KEY, Retention, RetentionReport, SegmentOptions,
     events_dir, segments,
 };
-pub use wal::WalDamage;
+pub use wal::{OnDurable, WalDamage};
 pub use writer::{Appended, EventWriter, Recovery, WriterOptions, WriterStats};

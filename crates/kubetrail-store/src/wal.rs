@@ -1,9 +1,11 @@
 //! The write-ahead log: where an event becomes *accepted*.
 //!
-//! Appended events are framed into an in-memory buffer; [`Wal::commit`] writes the buffer and
-//! fsyncs the file (`fdatasync`), and only then does the caller acknowledge the events (the
-//! webhook answers 2xx, an import counts them). Many appends share one commit: that is the group
-//! commit that makes durability affordable.
+//! Appended events are framed into an in-memory buffer; a commit hands the buffer to the log's
+//! own thread, which writes it and fsyncs the file (`fdatasync`), and only then are the events
+//! acknowledged (the webhook answers 2xx, a tailed chunk's offset advances, an import counts
+//! them). Many appends share one commit: that is the group commit that makes durability
+//! affordable. The thread lets the caller decode and frame the next group while the disk works
+//! on this one; the write and the wait for the disk were a sixth of the writer thread's time.
 //!
 //! The log is a sequence of files `wal/<sequence>.wal`. When the pending events are handed to the
 //! Parquet writer, the current file is closed and a new one started; once their segments are
@@ -20,6 +22,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::error::StoreError;
 
@@ -49,13 +54,35 @@ pub struct WalDamage {
     pub reason: String,
 }
 
-/// The open log.
+/// Runs on the log's thread once the events of a commit are durable, or with the reason they
+/// cannot be.
+pub type OnDurable = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Work for the log's thread, done in order.
+enum Op {
+    /// Write and fsync the bytes, then call back.
+    Write {
+        bytes: Vec<u8>,
+        then: Option<OnDurable>,
+    },
+    /// Continue in a new file with this sequence number.
+    Rotate(u64),
+    /// Answer once everything before is done: the failure, if any.
+    Barrier(SyncSender<Option<String>>),
+}
+
+/// The open log: records are framed here, and written and fsynced by the log's own thread
+/// (see [`Wal::commit_then`]).
 pub(crate) struct Wal {
-    dir: PathBuf,
     sequence: u64,
-    file: File,
-    path: PathBuf,
     buffer: Vec<u8>,
+    ops: Option<SyncSender<Op>>,
+    /// Buffers the thread is done with, to be filled again.
+    spare: Receiver<Vec<u8>>,
+    failure: Arc<Mutex<Option<String>>>,
+    thread: Option<JoinHandle<()>>,
+    #[cfg(test)]
+    first_path: PathBuf,
 }
 
 pub(crate) fn wal_dir(data_dir: &Path) -> PathBuf {
@@ -105,18 +132,36 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Wal {
-    /// Starts a new WAL file after every existing one.
+    /// Starts a new WAL file after every existing one, and the thread that writes it.
     pub(crate) fn create(data_dir: &Path) -> Result<Wal, StoreError> {
         let dir = wal_dir(data_dir);
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let sequence = files(data_dir)?.last().map_or(1, |(s, _)| s + 1);
         let (file, path) = new_file(&dir, sequence)?;
+        #[cfg(test)]
+        let first_path = path.clone();
+        // One commit waits while another is written: a writer that outpaces the disk blocks
+        // instead of queueing buffers without bound.
+        let (ops, receiver) = sync_channel(1);
+        let (give_back, spare) = sync_channel(1);
+        let failure = Arc::new(Mutex::new(None));
+        let thread = {
+            let failure = failure.clone();
+            let mut log = LogFile { dir, file, path };
+            std::thread::Builder::new()
+                .name("kubetrail-wal".to_owned())
+                .spawn(move || log.run(&receiver, &give_back, &failure))
+                .map_err(|e| StoreError::io(data_dir, e))?
+        };
         Ok(Wal {
-            dir,
             sequence,
-            file,
-            path,
             buffer: Vec::with_capacity(1 << 20),
+            ops: Some(ops),
+            spare,
+            failure,
+            thread: Some(thread),
+            #[cfg(test)]
+            first_path,
         })
     }
 
@@ -142,29 +187,151 @@ impl Wal {
         self.buffer.len()
     }
 
-    /// Writes and fsyncs everything appended: afterwards those events survive any crash.
-    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let result = self
-            .file
-            .write_all(&self.buffer)
-            .and_then(|()| self.file.sync_data());
-        self.buffer.clear();
-        result.map_err(|e| StoreError::io(&self.path, e))
+    /// Why the log stopped writing, if it did: after a failed write the file may end in a torn
+    /// record, so nothing more is written until the store is opened again.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Commits, closes the current file and starts the next one; returns the closed file's
-    /// sequence number (everything up to it may be deleted once stored in Parquet).
-    pub(crate) fn rotate(&mut self) -> Result<u64, StoreError> {
-        self.commit()?;
+    /// Hands everything appended to the log's thread, which writes and fsyncs it and then calls
+    /// `then`: the caller goes on framing the next commit while the disk works. Commits are
+    /// written in order, so `then` also means every earlier commit is durable (it is called
+    /// even when nothing was appended, for that reason). Blocks while an earlier commit still
+    /// waits for the thread.
+    pub(crate) fn commit_then(&mut self, then: Option<OnDurable>) {
+        if self.buffer.is_empty() && then.is_none() {
+            return;
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(1 << 20));
+        let bytes = std::mem::replace(&mut self.buffer, next);
+        self.send(Op::Write { bytes, then });
+    }
+
+    /// Writes and fsyncs everything appended and waits: afterwards those events survive any
+    /// crash.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        self.commit_then(None);
+        self.wait()
+    }
+
+    /// Waits until the thread has done everything handed to it; the failure, if any.
+    pub(crate) fn wait(&mut self) -> Result<(), StoreError> {
+        let (done, answer) = sync_channel(1);
+        self.send(Op::Barrier(done));
+        match answer.recv() {
+            Ok(None) => Ok(()),
+            Ok(Some(reason)) => Err(StoreError::Stopped(reason)),
+            Err(_) => Err(StoreError::Stopped(self.failure().unwrap_or_else(|| {
+                "the write-ahead log thread has stopped".to_owned()
+            }))),
+        }
+    }
+
+    /// Commits, and continues in a new file; returns the closed file's sequence number
+    /// (everything up to it may be deleted once stored in Parquet). A failure shows in
+    /// [`failure`](Self::failure) and in the commit's callbacks.
+    pub(crate) fn rotate(&mut self) -> u64 {
+        self.commit_then(None);
         let closed = self.sequence;
-        let (file, path) = new_file(&self.dir, closed + 1)?;
         self.sequence = closed + 1;
-        self.file = file;
-        self.path = path;
-        Ok(closed)
+        self.send(Op::Rotate(closed + 1));
+        closed
+    }
+
+    fn send(&mut self, op: Op) {
+        let Some(ops) = &self.ops else { return };
+        if let Err(returned) = ops.send(op) {
+            // The thread is gone (it only ends when the log is dropped): answer as it would.
+            let reason = self
+                .failure()
+                .unwrap_or_else(|| "the write-ahead log thread has stopped".to_owned());
+            match returned.0 {
+                Op::Write {
+                    then: Some(then), ..
+                } => then(Err(reason)),
+                Op::Barrier(done) => {
+                    let _ = done.send(Some(reason));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Wal {
+    /// Lets the thread finish what it was handed (its callbacks run), then stops it.
+    fn drop(&mut self) {
+        self.ops = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The file end of the log, owned by its thread.
+struct LogFile {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+}
+
+impl LogFile {
+    fn run(
+        &mut self,
+        ops: &Receiver<Op>,
+        give_back: &SyncSender<Vec<u8>>,
+        failure: &Mutex<Option<String>>,
+    ) {
+        let failed = || failure.lock().ok().and_then(|f| f.clone());
+        let fail = |reason: String| {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert(reason);
+            }
+        };
+        while let Ok(op) = ops.recv() {
+            match op {
+                Op::Write { mut bytes, then } => {
+                    let result = match failed() {
+                        Some(reason) => Err(reason),
+                        None if bytes.is_empty() => Ok(()),
+                        None => self
+                            .file
+                            .write_all(&bytes)
+                            .and_then(|()| self.file.sync_data())
+                            .map_err(|e| {
+                                let reason = format!(
+                                    "write-ahead log failed: {}",
+                                    StoreError::io(&self.path, e)
+                                );
+                                fail(reason.clone());
+                                reason
+                            }),
+                    };
+                    if let Some(then) = then {
+                        then(result);
+                    }
+                    bytes.clear();
+                    let _ = give_back.try_send(bytes);
+                }
+                Op::Rotate(sequence) => {
+                    if failed().is_none() {
+                        match new_file(&self.dir, sequence) {
+                            Ok((file, path)) => {
+                                self.file = file;
+                                self.path = path;
+                            }
+                            Err(e) => fail(format!("write-ahead log failed: {e}")),
+                        }
+                    }
+                }
+                Op::Barrier(done) => {
+                    let _ = done.send(failed());
+                }
+            }
+        }
     }
 }
 
@@ -332,7 +499,7 @@ mod tests {
             });
         }
         wal.commit().unwrap();
-        wal.path.clone()
+        wal.first_path.clone()
     }
 
     fn read_all(dir: &Path, path: &Path) -> (Vec<String>, Vec<WalDamage>) {
@@ -416,7 +583,8 @@ mod tests {
             ingest_micros: 0,
             json: b"{}",
         });
-        let closed = wal.rotate().unwrap();
+        let closed = wal.rotate();
+        wal.wait().unwrap();
         assert_eq!(closed, 1);
         assert_eq!(files(&dir).unwrap().len(), 2);
         remove_through(&dir, closed).unwrap();

@@ -38,7 +38,7 @@ use crate::segment::{
     self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
     SegmentOptions, events_dir, now_micros,
 };
-use crate::wal::{self, Wal, WalDamage, WalRecord};
+use crate::wal::{self, OnDurable, Wal, WalDamage, WalRecord};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
@@ -148,7 +148,6 @@ pub struct EventWriter {
     batch_sizes: Option<BatchSizes>,
     pending_since: Option<Instant>,
     wal: Wal,
-    poisoned: Option<String>,
     jobs: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
     maintenance: Option<SyncSender<Maintenance>>,
@@ -214,7 +213,6 @@ impl EventWriter {
             batch_sizes: None,
             pending_since: None,
             wal,
-            poisoned: None,
             jobs: Some(jobs),
             thread: Some(thread),
             maintenance: Some(maintenance),
@@ -284,10 +282,15 @@ impl EventWriter {
     }
 
     fn check_healthy(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.poisoned.clone().or_else(|| self.shared.failed()) {
-            return Err(StoreError::Stopped(reason));
+        match self.failure() {
+            Some(reason) => Err(StoreError::Stopped(reason)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Why the writer stopped accepting events, if it did (a failed WAL write or segment).
+    pub fn failure(&self) -> Option<String> {
+        self.wal.failure().or_else(|| self.shared.failed())
     }
 
     /// Dedups and adds to the pending rows; false for a duplicate.
@@ -334,28 +337,39 @@ impl EventWriter {
         if self.pending_rows >= self.options.flush_rows {
             self.flush()?;
         } else if self.wal.uncommitted_bytes() >= self.options.auto_commit_bytes {
-            self.commit()?;
+            // Bounds the buffer; whoever acknowledges events commits with a callback later.
+            self.count_commit();
+            self.wal.commit_then(None);
         }
         Ok(Appended::Accepted)
     }
 
-    /// Makes every appended event durable (WAL write + fsync): the group commit.
+    /// Makes every appended event durable (WAL write + fsync) and waits: the group commit.
     pub fn commit(&mut self) -> Result<(), StoreError> {
         self.check_healthy()?;
-        if self.wal.uncommitted_bytes() == 0 {
-            return Ok(());
-        }
-        // On failure the file may end in a torn record; nothing more may be appended after
-        // it. The next open truncates it (those events were never acknowledged).
-        self.wal.commit().map_err(|e| self.poison(&e))?;
-        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.count_commit();
+        // On failure the file may end in a torn record; nothing more is written after it
+        // (the writer reports the failure from now on). The next open truncates it: those
+        // events were never acknowledged.
+        self.wal.commit()
     }
 
-    fn poison(&mut self, error: &StoreError) -> StoreError {
-        let reason = format!("write-ahead log failed: {error}");
-        self.poisoned = Some(reason.clone());
-        StoreError::Stopped(reason)
+    /// The group commit without waiting: `then` runs on the WAL's thread once every event
+    /// appended so far is durable, or with the reason it cannot be. Meanwhile the caller can
+    /// append the next group.
+    pub fn commit_then(&mut self, then: OnDurable) {
+        if let Some(reason) = self.failure() {
+            then(Err(reason));
+            return;
+        }
+        self.count_commit();
+        self.wal.commit_then(Some(then));
+    }
+
+    fn count_commit(&self) {
+        if self.wal.uncommitted_bytes() > 0 {
+            self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Events pending for Parquet, and for how long the oldest has waited.
@@ -373,8 +387,8 @@ impl EventWriter {
         if self.pending_rows == 0 {
             return Ok(());
         }
-        let closed = self.wal.rotate().map_err(|e| self.poison(&e))?;
-        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.count_commit();
+        let closed = self.wal.rotate();
         self.hand_off(closed)
     }
 
