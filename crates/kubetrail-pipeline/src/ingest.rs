@@ -427,8 +427,9 @@ struct WriterLoop {
     last_reopen: Instant,
 }
 
-/// Most batches one group commit takes, so acknowledgements are not held back too long.
-const MAX_GROUP_EVENTS: u64 = 20_000;
+/// Most events one group commit takes, so acknowledgements are not held back too long and the
+/// two WAL buffers (one filled here, one written by the WAL's thread) stay small.
+const MAX_GROUP_EVENTS: u64 = 10_000;
 
 impl WriterLoop {
     fn new(writer: EventWriter, options: IngestOptions, stats: Arc<IngestStats>) -> Self {

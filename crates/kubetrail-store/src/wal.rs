@@ -140,9 +140,10 @@ impl Wal {
         let (file, path) = new_file(&dir, sequence)?;
         #[cfg(test)]
         let first_path = path.clone();
-        // One commit waits while another is written: a writer that outpaces the disk blocks
-        // instead of queueing buffers without bound.
-        let (ops, receiver) = sync_channel(1);
+        // A commit is handed over only when the previous one is written: a writer that
+        // outpaces the disk blocks, and two buffers (one filled, one written) are all the log
+        // ever holds — they are large, and memory under overload is bounded.
+        let (ops, receiver) = sync_channel(0);
         let (give_back, spare) = sync_channel(1);
         let failure = Arc::new(Mutex::new(None));
         let thread = {
@@ -196,8 +197,8 @@ impl Wal {
     /// Hands everything appended to the log's thread, which writes and fsyncs it and then calls
     /// `then`: the caller goes on framing the next commit while the disk works. Commits are
     /// written in order, so `then` also means every earlier commit is durable (it is called
-    /// even when nothing was appended, for that reason). Blocks while an earlier commit still
-    /// waits for the thread.
+    /// even when nothing was appended, for that reason). Blocks while the thread still writes
+    /// the previous commit.
     pub(crate) fn commit_then(&mut self, then: Option<OnDurable>) {
         if self.buffer.is_empty() && then.is_none() {
             return;

@@ -55,7 +55,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             flush_rows: 100_000,
-            auto_commit_bytes: 16 << 20,
+            auto_commit_bytes: 8 << 20,
             segments: SegmentOptions::default(),
         }
     }
