@@ -23,7 +23,7 @@ use arrow::compute::{SortOptions, sort_to_indices, take_record_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -130,11 +130,22 @@ const UNIQUE_COLUMNS: [&str; 2] = ["event", "audit_id"];
 /// was a tenth of the segment thread's time.
 const UNSORTABLE_COLUMN: &str = "event";
 
+/// Rows of a segment are in time order: stored as steps from one value to the next (delta
+/// encoding, which every Parquet reader supports), these take a fraction of their plain size.
+const SORTED_COLUMNS: [&str; 2] = ["time", "stage_time"];
+
 fn properties(options: &SegmentOptions, replaces: Option<String>) -> WriterProperties {
-    UNIQUE_COLUMNS
+    let builder = UNIQUE_COLUMNS
         .iter()
         .fold(WriterProperties::builder(), |builder, column| {
             builder.set_column_dictionary_enabled(ColumnPath::from(*column), false)
+        });
+    SORTED_COLUMNS
+        .iter()
+        .fold(builder, |builder, column| {
+            builder
+                .set_column_dictionary_enabled(ColumnPath::from(*column), false)
+                .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED)
         })
         .set_column_statistics_enabled(ColumnPath::from(UNSORTABLE_COLUMN), EnabledStatistics::None)
         .set_compression(Compression::ZSTD(
