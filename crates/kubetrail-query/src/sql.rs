@@ -47,10 +47,10 @@ pub trait Dialect {
     fn ident(&self, name: &str) -> String {
         format!("\"{}\"", name.replace('"', "\"\""))
     }
-    /// Case-insensitive LIKE with `\` as the escape character.
-    fn ilike(&self, expr: &str, pattern: &str) -> String;
     /// LIKE with `\` as the escape character.
     fn like(&self, expr: &str, pattern: &str) -> String;
+    /// Whether a text contains another (a plain string, not a pattern), ignoring case.
+    fn contains_text(&self, expr: &str, needle: &str) -> String;
     /// Whether a list column contains a value.
     fn list_contains(&self, column: &str, value: &str) -> String;
     /// Whether any element of a list column matches a LIKE pattern.
@@ -80,11 +80,11 @@ impl Dialect for DataFusionDialect {
     fn placeholder(&self, index: usize) -> String {
         format!("${index}")
     }
-    fn ilike(&self, expr: &str, pattern: &str) -> String {
-        format!("{expr} ILIKE {pattern}")
-    }
     fn like(&self, expr: &str, pattern: &str) -> String {
         format!("{expr} LIKE {pattern}")
+    }
+    fn contains_text(&self, expr: &str, needle: &str) -> String {
+        format!("kt_contains_text({expr}, {needle})")
     }
     fn list_contains(&self, column: &str, value: &str) -> String {
         format!("array_has({column}, {value})")
@@ -376,8 +376,8 @@ impl Compiler<'_> {
             Expr::Not(inner) => format!("NOT COALESCE(({}), FALSE)", self.expr(inner)),
             Expr::Text(text) => {
                 let column = self.dialect.ident("event");
-                let pattern = self.param(Param::Text(format!("%{}%", like_escape(text))));
-                self.dialect.ilike(&column, &pattern)
+                let needle = self.param(Param::Text(text.clone()));
+                self.dialect.contains_text(&column, &needle)
             }
             Expr::Exists(field) => match field {
                 Field::Json {
@@ -697,7 +697,8 @@ mod tests {
             compiled.sql
         );
         assert_eq!(compiled.params[0], Param::Text("x' OR 1=1 --".into()));
-        assert_eq!(compiled.params[1], Param::Text(r#"%\%\_"%"#.into()));
+        // Free text is a plain needle: `%` and `_` are not LIKE wildcards in it.
+        assert_eq!(compiled.params[1], Param::Text(r#"%_""#.into()));
     }
 
     #[test]
@@ -728,9 +729,9 @@ mod tests {
     fn fields_free_text_and_json_paths() {
         check(
             "\"db-credentials\" requestObject.spec.containers.securityContext.privileged:true | fields time, user, annotations.authorization.k8s.io/decision",
-            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE (("event" ILIKE $1) AND (kt_json_path_match("event", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
+            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE ((kt_contains_text("event", $1)) AND (kt_json_path_match("event", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
             &[
-                Param::Text("%db-credentials%".into()),
+                Param::Text("db-credentials".into()),
                 Param::Text("requestObject.spec.containers.securityContext.privileged".into()),
                 Param::Text("true".into()),
                 Param::Bool(false),
