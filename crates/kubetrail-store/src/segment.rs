@@ -18,8 +18,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, RecordBatch, StringArray};
-use arrow::compute::{SortOptions, sort_to_indices, take_record_batch};
+use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{SortColumn, lexsort_to_indices, sort_to_indices, take, take_record_batch};
+use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -105,7 +106,10 @@ fn new_segment_name(suffix: &str) -> String {
 /// How segments are encoded.
 #[derive(Debug, Clone)]
 pub struct SegmentOptions {
-    /// zstd level of Parquet pages.
+    /// zstd level of Parquet pages. Level 1 is the default because on clustered segments it is
+    /// both the fastest and the smallest of levels 1 to 4 (measured on generated traffic: the
+    /// `event` column 7 % smaller than level 3 and compressed in two thirds of the time); levels 6
+    /// and up save a few percent more at two and a half times the time.
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
@@ -114,7 +118,7 @@ pub struct SegmentOptions {
 impl Default for SegmentOptions {
     fn default() -> Self {
         SegmentOptions {
-            zstd_level: 3,
+            zstd_level: 1,
             row_group_rows: 128 * 1024,
         }
     }
@@ -130,9 +134,16 @@ const UNIQUE_COLUMNS: [&str; 2] = ["event", "audit_id"];
 /// was a tenth of the segment thread's time.
 const UNSORTABLE_COLUMN: &str = "event";
 
-/// Rows of a segment are in time order: stored as steps from one value to the next (delta
-/// encoding, which every Parquet reader supports), these take a fraction of their plain size.
+/// Rows of a segment rise in time (within the clusters of a row group, see [`CLUSTER_COLUMNS`]):
+/// stored as steps from one value to the next (delta encoding, which every Parquet reader
+/// supports), these take a fraction of their plain size.
 const SORTED_COLUMNS: [&str; 2] = ["time", "stage_time"];
+
+/// Inside a row group, rows are ordered by these columns and then by time. Row groups still
+/// follow each other in time, so their time statistics prune time ranges as before; within one,
+/// requests of the same kind sit side by side, and their original JSON texts, nearly identical,
+/// compress a third smaller (zstd finds the previous event of the kind in its window).
+const CLUSTER_COLUMNS: [&str; 4] = ["resource", "namespace", "verb", "user"];
 
 fn properties(options: &SegmentOptions, replaces: Option<String>) -> WriterProperties {
     let builder = UNIQUE_COLUMNS
@@ -185,14 +196,52 @@ fn commit_segment(
     result.map(|()| final_path)
 }
 
-/// Commits one day's events as a new segment, sorted by time.
+/// The order of a segment's rows: cut in row groups by time, each row group clustered by
+/// [`CLUSTER_COLUMNS`] and time.
+fn segment_order(batch: &RecordBatch, row_group_rows: usize) -> Result<UInt32Array, ArrowError> {
+    let time = batch.column(0);
+    let by_time = sort_to_indices(time, None, None)?;
+    let keys = CLUSTER_COLUMNS
+        .iter()
+        .map(|name| {
+            let column = batch.column_by_name(name).ok_or_else(|| {
+                ArrowError::SchemaError(format!("segment batch has no column {name}"))
+            })?;
+            take(column, &by_time, None)
+        })
+        .chain(std::iter::once(take(time, &by_time, None)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = batch.num_rows();
+    let group_rows = row_group_rows.max(1);
+    let mut order = Vec::with_capacity(rows);
+    for start in (0..rows).step_by(group_rows) {
+        let len = group_rows.min(rows - start);
+        let columns: Vec<SortColumn> = keys
+            .iter()
+            .map(|key| SortColumn {
+                values: key.slice(start, len),
+                options: None,
+            })
+            .collect();
+        let within = lexsort_to_indices(&columns, None)?;
+        order.extend(
+            within
+                .values()
+                .iter()
+                .map(|&i| by_time.value(start + i as usize)),
+        );
+    }
+    Ok(UInt32Array::from(order))
+}
+
+/// Commits one day's events as a new segment (rows ordered by [`segment_order`]).
 pub(crate) fn write_day(
     data_dir: &Path,
     day: i64,
     batch: &RecordBatch,
     options: &SegmentOptions,
 ) -> Result<PathBuf, StoreError> {
-    let indices = sort_to_indices(batch.column(0), Some(SortOptions::default()), None)?;
+    let indices = segment_order(batch, options.row_group_rows)?;
     let sorted = take_record_batch(batch, &indices)?;
     let folder = events_dir(data_dir).join(day_folder(day));
     commit_segment(
@@ -520,4 +569,48 @@ fn partition_end_micros(segment: &Path) -> Option<i64> {
     let date = name.strip_prefix("date=")?;
     let start = kubetrail_event::Timestamp::parse(&format!("{date}T00:00:00Z"))?;
     Some(start.as_micros() + DAY_MICROS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+
+    use super::segment_order;
+
+    #[test]
+    fn row_groups_follow_time_and_cluster_by_kind_inside() {
+        // (time, resource, namespace, verb, user), written out of time order.
+        type Row = (i64, &'static str, &'static str, &'static str, &'static str);
+        let rows: [Row; 6] = [
+            (5, "pods", "a", "get", "u"),
+            (1, "pods", "b", "get", "u"),
+            (2, "configmaps", "a", "list", "u"),
+            (4, "configmaps", "a", "list", "u"),
+            (3, "pods", "a", "get", "u"),
+            (6, "configmaps", "a", "list", "u"),
+        ];
+        let text = |pick: fn(&Row) -> &'static str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(pick)))
+        };
+        let batch = RecordBatch::try_from_iter([
+            (
+                "time",
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )) as ArrayRef,
+            ),
+            ("resource", text(|r| r.1)),
+            ("namespace", text(|r| r.2)),
+            ("verb", text(|r| r.3)),
+            ("user", text(|r| r.4)),
+        ])
+        .unwrap();
+        let order = segment_order(&batch, 3).unwrap();
+        let times: Vec<i64> = order.values().iter().map(|&i| rows[i as usize].0).collect();
+        // Row group one holds times 1-3, row group two 4-6; inside each, configmaps before
+        // pods, namespace a before b, and time last.
+        assert_eq!(times, [2, 3, 1, 4, 6, 5]);
+    }
 }
