@@ -372,8 +372,13 @@ async fn run_search(app: &Arc<App>, params: Result<Params, ApiError>) -> Result<
                 .as_any()
                 .downcast_ref::<arrow::array::StringArray>()
         };
+        // The original event is read as a view (see `kubetrail_store::table_schema`).
+        let originals = batch
+            .column(4)
+            .as_any()
+            .downcast_ref::<arrow::array::StringViewArray>();
         let (Some(times), Some(ids), Some(stages), Some(clusters), Some(originals)) =
-            (times, text(1), text(2), text(3), text(4))
+            (times, text(1), text(2), text(3), originals)
         else {
             return Err(ApiError::internal("unexpected search result columns"));
         };

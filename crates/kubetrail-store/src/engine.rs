@@ -1,7 +1,8 @@
 //! Queries over the stored events with Apache DataFusion: the Parquet segments are one table,
 //! `events`, with the day partition as an extra `date` column, and the `kt_*` functions of the
-//! query language registered. `events_view` is the same table with its text columns read as
-//! `Utf8View` (see [`view_schema`]), for scans over many rows.
+//! query language registered; its `event` column (the original JSON) is read as `Utf8View` (see
+//! [`table_schema`]). `events_view` is the same table with every text column read as `Utf8View`
+//! (see [`view_schema`]), for scans over many rows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionC
 use kubetrail_query::{CompiledSql, Param};
 
 use crate::error::StoreError;
-use crate::schema::{schema, view_schema};
+use crate::schema::{table_schema, view_schema};
 use crate::segment::events_dir;
 use crate::udf;
 
@@ -64,10 +65,10 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime_env);
         register_functions(&ctx);
         let location = format!("{}/", events.display());
-        for (table, table_schema) in [("events", schema()), ("events_view", view_schema())] {
+        for (table, read_schema) in [("events", table_schema()), ("events_view", view_schema())] {
             let options = ParquetReadOptions::default()
                 .table_partition_cols(vec![("date".to_owned(), DataType::Utf8)])
-                .schema(&table_schema);
+                .schema(&read_schema);
             runtime
                 .block_on(ctx.register_parquet(table, &location, options))
                 .map_err(|e| StoreError::Query(e.to_string()))?;

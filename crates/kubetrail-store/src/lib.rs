@@ -18,7 +18,7 @@ mod writer;
 
 pub use engine::{QueryEngine, QuerySession};
 pub use error::StoreError;
-pub use schema::{EventBatchBuilder, schema, view_schema};
+pub use schema::{EventBatchBuilder, schema, table_schema, view_schema};
 pub use segment::{
     CompactionOptions, CompactionReport, REPLACES_KEY, Retention, RetentionReport, SegmentOptions,
     events_dir, segments,

@@ -5,13 +5,13 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, ListArray, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, ListArray, StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 /// Every kubetrail function.
@@ -20,7 +20,7 @@ pub fn functions() -> Vec<ScalarUDF> {
     vec![
         create_udf(
             "kt_contains_text",
-            vec![DataType::Utf8, DataType::Utf8],
+            vec![DataType::Utf8View, DataType::Utf8],
             DataType::Boolean,
             Volatility::Immutable,
             Arc::new(contains_text),
@@ -66,45 +66,41 @@ fn strings(array: &ArrayRef) -> Result<&StringArray> {
         .ok_or_else(|| DataFusionError::Execution("expected a text argument".to_owned()))
 }
 
-/// A needle of free text, ready to search many texts for it ignoring case.
-enum TextNeedle {
-    /// An ASCII needle (nearly every search): a SIMD search that folds ASCII case as it goes,
-    /// without lowering the text. `ILIKE` lowered every kilobyte-long event first, which was
-    /// half the time of a free-text query.
-    Ascii(AhoCorasick),
-    /// Any other needle, lowercased, sought in the lowercased text.
-    Lowered(String),
-}
+/// A needle of free text, ready to search many texts for it ignoring case: a regular expression
+/// of the escaped needle, because the `regex` crate turns a case-insensitive literal into a SIMD
+/// search for its case variants (Teddy). Measured over the events of a generated 1M-event log
+/// (930 MB, one core): 0.21 s, against 0.23 s for lowering each text and searching it with
+/// `memmem`, and 1.1 s for aho-corasick's ASCII-case-insensitive search, whose prefilter stops at
+/// every occurrence of the needle's first letter. An ASCII needle folds ASCII letters only (a
+/// Kelvin sign `K` is not a `k`); any other needle uses Unicode case folding.
+struct TextNeedle(Regex);
 
 impl TextNeedle {
     fn new(needle: &str) -> Result<TextNeedle> {
-        if !needle.is_ascii() {
-            return Ok(TextNeedle::Lowered(needle.to_lowercase()));
-        }
-        AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build([needle])
-            .map(TextNeedle::Ascii)
+        RegexBuilder::new(&regex::escape(needle))
+            .case_insensitive(true)
+            .unicode(!needle.is_ascii())
+            .build()
+            .map(TextNeedle)
             .map_err(|e| DataFusionError::Execution(format!("kt_contains_text: {e}")))
     }
 
     fn is_in(&self, text: &str) -> bool {
-        match self {
-            TextNeedle::Ascii(searcher) => searcher.is_match(text),
-            TextNeedle::Lowered(needle) => text.to_lowercase().contains(needle.as_str()),
-        }
+        self.0.is_match(text)
     }
 }
 
 /// `kt_contains_text(text, needle)`: whether the text contains the needle, ignoring case (the
-/// query language's free text; NULL for a NULL text). The needle is a parameter, the same for
-/// every row.
+/// query language's free text; NULL for a NULL text). The text is read as `Utf8View` (as the
+/// tables read `event`, pointing into the Parquet pages instead of copying a kilobyte per row).
 fn contains_text(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let texts = match &args[0] {
         ColumnarValue::Array(array) => array.clone(),
         ColumnarValue::Scalar(scalar) => scalar.to_array()?,
     };
-    let texts = strings(&texts)?;
+    let texts = texts
+        .as_string_view_opt()
+        .ok_or_else(|| DataFusionError::Execution("expected a text argument".to_owned()))?;
     let result: BooleanArray = match &args[1] {
         ColumnarValue::Scalar(ScalarValue::Utf8(Some(needle))) => {
             let needle = TextNeedle::new(needle)?;
@@ -258,6 +254,13 @@ mod tests {
         assert!(unicode.is_in("un été chaud"));
         assert!(!unicode.is_in("une ete"));
         assert!(TextNeedle::new("").unwrap().is_in("anything"));
+        // The needle is text, never a pattern.
+        let dotted = TextNeedle::new("10.0.*(").unwrap();
+        assert!(dotted.is_in("ip 10.0.*( here"));
+        assert!(!dotted.is_in("ip 1000x( here"));
+        // ASCII needles fold ASCII letters only: a Kelvin sign is not a k.
+        assert!(!TextNeedle::new("kube").unwrap().is_in("\u{212A}ube"));
+        assert!(TextNeedle::new("KUBE").unwrap().is_in("kube"));
     }
 
     #[test]
