@@ -12,14 +12,14 @@
 //! opens) deletes sources that a crash left behind, so no event is ever counted twice for longer
 //! than that window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{SortColumn, lexsort_to_indices, sort_to_indices, take, take_record_batch};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{sort_to_indices, take_record_batch};
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -197,39 +197,46 @@ fn commit_segment(
 }
 
 /// The order of a segment's rows: cut in row groups by time, each row group clustered by
-/// [`CLUSTER_COLUMNS`] and time.
+/// [`CLUSTER_COLUMNS`] and time. The row group's distinct kinds (a few hundred) are ranked by
+/// their text, and rows are sorted by that rank only, stably, so time order holds within a kind:
+/// comparing the four texts of every row pair was a sixth of an import's time.
 fn segment_order(batch: &RecordBatch, row_group_rows: usize) -> Result<UInt32Array, ArrowError> {
-    let time = batch.column(0);
-    let by_time = sort_to_indices(time, None, None)?;
-    let keys = CLUSTER_COLUMNS
+    let by_time = sort_to_indices(batch.column(0), None, None)?;
+    let columns = CLUSTER_COLUMNS
         .iter()
         .map(|name| {
-            let column = batch.column_by_name(name).ok_or_else(|| {
-                ArrowError::SchemaError(format!("segment batch has no column {name}"))
-            })?;
-            take(column, &by_time, None)
+            batch
+                .column_by_name(name)
+                .and_then(|column| column.as_string_opt::<i32>())
+                .ok_or_else(|| {
+                    ArrowError::SchemaError(format!("segment batch has no text column {name}"))
+                })
         })
-        .chain(std::iter::once(take(time, &by_time, None)))
         .collect::<Result<Vec<_>, _>>()?;
-    let rows = batch.num_rows();
-    let group_rows = row_group_rows.max(1);
-    let mut order = Vec::with_capacity(rows);
-    for start in (0..rows).step_by(group_rows) {
-        let len = group_rows.min(rows - start);
-        let columns: Vec<SortColumn> = keys
+    let kind = |row: usize| -> [&str; 4] { std::array::from_fn(|i| columns[i].value(row)) };
+    let mut order = Vec::with_capacity(batch.num_rows());
+    for group in by_time.values().chunks(row_group_rows.max(1)) {
+        let mut kinds: HashMap<[&str; 4], u32> = HashMap::new();
+        let kind_of_row: Vec<u32> = group
             .iter()
-            .map(|key| SortColumn {
-                values: key.slice(start, len),
-                options: None,
+            .map(|&row| {
+                let next = kinds.len() as u32;
+                *kinds.entry(kind(row as usize)).or_insert(next)
             })
             .collect();
-        let within = lexsort_to_indices(&columns, None)?;
-        order.extend(
-            within
-                .values()
-                .iter()
-                .map(|&i| by_time.value(start + i as usize)),
-        );
+        let mut by_text: Vec<([&str; 4], u32)> = kinds.into_iter().collect();
+        by_text.sort_unstable();
+        let mut rank = vec![0; by_text.len()];
+        for (position, (_, id)) in by_text.iter().enumerate() {
+            rank[*id as usize] = position as u32;
+        }
+        let mut ranked: Vec<(u32, u32)> = group
+            .iter()
+            .zip(&kind_of_row)
+            .map(|(&row, &id)| (rank[id as usize], row))
+            .collect();
+        ranked.sort_by_key(|&(rank, _)| rank);
+        order.extend(ranked.into_iter().map(|(_, row)| row));
     }
     Ok(UInt32Array::from(order))
 }
