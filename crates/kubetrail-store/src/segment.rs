@@ -156,6 +156,9 @@ const SORTED_COLUMNS: [&str; 2] = ["time", "stage_time"];
 /// compress a third smaller (zstd finds the previous event of the kind in its window).
 const CLUSTER_COLUMNS: [&str; 4] = ["resource", "namespace", "verb", "user"];
 
+/// The values of [`CLUSTER_COLUMNS`] of one row.
+type Kind<'a> = [&'a str; CLUSTER_COLUMNS.len()];
+
 fn properties(options: &SegmentOptions, replaces: Option<String>) -> WriterProperties {
     let builder = UNIQUE_COLUMNS
         .iter()
@@ -226,10 +229,10 @@ fn segment_order(batch: &RecordBatch, row_group_rows: usize) -> Result<UInt32Arr
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let kind = |row: usize| -> [&str; 4] { std::array::from_fn(|i| columns[i].value(row)) };
+    let kind = |row: usize| -> Kind<'_> { std::array::from_fn(|i| columns[i].value(row)) };
     let mut order = Vec::with_capacity(batch.num_rows());
     for group in by_time.values().chunks(row_group_rows.max(1)) {
-        let mut kinds: HashMap<[&str; 4], u32> = HashMap::new();
+        let mut kinds: HashMap<Kind<'_>, u32> = HashMap::new();
         let kind_of_row: Vec<u32> = group
             .iter()
             .map(|&row| {
@@ -237,7 +240,7 @@ fn segment_order(batch: &RecordBatch, row_group_rows: usize) -> Result<UInt32Arr
                 *kinds.entry(kind(row as usize)).or_insert(next)
             })
             .collect();
-        let mut by_text: Vec<([&str; 4], u32)> = kinds.into_iter().collect();
+        let mut by_text: Vec<(Kind<'_>, u32)> = kinds.into_iter().collect();
         by_text.sort_unstable();
         let mut rank = vec![0; by_text.len()];
         for (position, (_, id)) in by_text.iter().enumerate() {
