@@ -129,12 +129,14 @@ impl Default for SegmentOptions {
 /// tenth of the segment thread's time.
 const UNIQUE_COLUMNS: [&str; 2] = ["event", "audit_id"];
 
-/// Columns without statistics: their minimum and maximum per page and row group can never prune
-/// a read (random auditIDs; long texts that share their first tens of bytes, like the original
-/// event, request URIs or authorization reasons), and comparing every value with them was a
-/// tenth of the segment thread's time for `event`, and the comparisons for the others still a
-/// twentieth of an import's profile.
-const UNPRUNABLE_COLUMNS: [&str; 8] = [
+/// Columns without statistics (dotted Parquet paths): their minimum and maximum per page and row
+/// group can hardly ever prune a read, and the writer compares every value with them — for text
+/// a `memcmp` per value and bound, which with these columns was a fifth of the segment thread's
+/// time. They are random identifiers (auditIDs, UIDs), long texts that share their first tens
+/// of bytes (the original event, request URIs, authorization reasons), values every row group
+/// holds nearly all of (source IPs, groups, clients, API versions, status reasons), and
+/// `effective_user`, which follows `user` (whose statistics are kept).
+const UNPRUNABLE_COLUMNS: [&str; 18] = [
     "event",
     "audit_id",
     "request_uri",
@@ -143,7 +145,22 @@ const UNPRUNABLE_COLUMNS: [&str; 8] = [
     "annotations",
     "authz_reason",
     "status_message",
+    "user_uid",
+    "object_uid",
+    "effective_user",
+    "client",
+    "api_version",
+    "resource_key",
+    "status_reason",
+    "source_api_version",
+    "user_groups.list.item",
+    "source_ips.list.item",
 ];
+
+/// A column's path from its dotted name (`source_ips.list.item` is a list's values).
+fn column_path(dotted: &str) -> ColumnPath {
+    ColumnPath::new(dotted.split('.').map(str::to_owned).collect())
+}
 
 /// Rows of a segment rise in time (within the clusters of a row group, see [`CLUSTER_COLUMNS`]):
 /// stored as steps from one value to the next (delta encoding, which every Parquet reader
@@ -163,17 +180,17 @@ fn properties(options: &SegmentOptions, replaces: Option<String>) -> WriterPrope
     let builder = UNIQUE_COLUMNS
         .iter()
         .fold(WriterProperties::builder(), |builder, column| {
-            builder.set_column_dictionary_enabled(ColumnPath::from(*column), false)
+            builder.set_column_dictionary_enabled(column_path(column), false)
         });
     let builder = UNPRUNABLE_COLUMNS.iter().fold(builder, |builder, column| {
-        builder.set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None)
+        builder.set_column_statistics_enabled(column_path(column), EnabledStatistics::None)
     });
     SORTED_COLUMNS
         .iter()
         .fold(builder, |builder, column| {
             builder
-                .set_column_dictionary_enabled(ColumnPath::from(*column), false)
-                .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED)
+                .set_column_dictionary_enabled(column_path(column), false)
+                .set_column_encoding(column_path(column), Encoding::DELTA_BINARY_PACKED)
         })
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(options.zstd_level).unwrap_or_default(),
@@ -600,7 +617,46 @@ mod tests {
 
     use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 
-    use super::segment_order;
+    use parquet::arrow::ArrowSchemaConverter;
+    use parquet::file::properties::EnabledStatistics;
+
+    use super::{
+        SORTED_COLUMNS, SegmentOptions, UNIQUE_COLUMNS, UNPRUNABLE_COLUMNS, column_path,
+        properties, segment_order,
+    };
+    use crate::schema::schema;
+
+    #[test]
+    fn column_settings_name_real_columns_and_keep_statistics_elsewhere() {
+        let parquet_schema = ArrowSchemaConverter::new().convert(&schema()).unwrap();
+        let leaves: Vec<String> = parquet_schema
+            .columns()
+            .iter()
+            .map(|c| c.path().string())
+            .collect();
+        for column in UNPRUNABLE_COLUMNS
+            .iter()
+            .chain(&UNIQUE_COLUMNS)
+            .chain(&SORTED_COLUMNS)
+        {
+            assert!(leaves.contains(&column.to_string()), "no column {column}");
+        }
+        let props = properties(&SegmentOptions::default(), None);
+        let statistics = |column: &str| props.statistics_enabled(&column_path(column));
+        assert_eq!(statistics("source_ips.list.item"), EnabledStatistics::None);
+        assert_eq!(statistics("effective_user"), EnabledStatistics::None);
+        for kept in [
+            "time",
+            "user",
+            "resource",
+            "namespace",
+            "name",
+            "verb",
+            "code",
+        ] {
+            assert_eq!(statistics(kept), EnabledStatistics::Page, "{kept}");
+        }
+    }
 
     #[test]
     fn row_groups_follow_time_and_cluster_by_kind_inside() {
