@@ -23,7 +23,7 @@
 //! the WAL — so the service heals by itself once space is back.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -249,6 +249,10 @@ pub struct IngestStats {
     pub busy_rejections: AtomicU64,
     /// Group commits (WAL fsyncs) done.
     pub commits: AtomicU64,
+    /// When new events were last acknowledged durable, µs since the epoch (0: never): how an
+    /// operator sees that a cluster stopped sending, and how a benchmark times a backlog
+    /// without polling the counters many times a second.
+    pub last_accepted_micros: AtomicI64,
     /// False while the store cannot write.
     pub healthy: AtomicBool,
     /// The store's own counters (the current writer's).
@@ -499,6 +503,11 @@ impl WriterLoop {
                 writer.commit_then(Box::new(move |durable| match durable {
                     Ok(()) => {
                         stats.commits.fetch_add(1, Ordering::Relaxed);
+                        if outcomes.iter().any(|outcome| outcome.accepted > 0) {
+                            stats
+                                .last_accepted_micros
+                                .store(now_micros(), Ordering::Relaxed);
+                        }
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             stats
                                 .accepted

@@ -673,6 +673,10 @@ async fn status(State(app): State<Arc<App>>) -> Response {
             "storeLagEvents": stats.store_lag(),
             "commits": load(&stats.commits),
             "busyRejections": load(&stats.busy_rejections),
+            "lastAcceptedAt": match stats.last_accepted_micros.load(Ordering::Relaxed) {
+                0 => None,
+                micros => Some(kubetrail_report::format_micros(micros)),
+            },
         },
         "webhook": app.webhook_counts.lock().map(|c| c.clone()).unwrap_or_default(),
         "tail": {

@@ -187,6 +187,12 @@ impl Collector for Figures {
         )?;
         gauge(
             &mut encoder,
+            "kubetrail_ingest_last_accepted_timestamp_seconds",
+            "When new events were last acknowledged durable (Unix time; 0 before the first)",
+            ingest.last_accepted_micros.load(Ordering::Relaxed) / 1_000_000,
+        )?;
+        gauge(
+            &mut encoder,
             "kubetrail_store_healthy",
             "1 while the store accepts events",
             i64::from(ingest.healthy.load(Ordering::Relaxed)),

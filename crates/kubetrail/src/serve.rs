@@ -315,6 +315,10 @@ fn render_status(body: &serde_json::Value) -> String {
         "\nStore\n  accepted {}  duplicates {}  queued {}  not yet queryable {}  group commits {}  refused busy {}\n",
         ingest["accepted"], ingest["duplicates"], ingest["queuedEvents"], ingest["storeLagEvents"], ingest["commits"], ingest["busyRejections"],
     ));
+    out.push_str(&format!(
+        "  last accepted: {}\n",
+        ingest["lastAcceptedAt"].as_str().unwrap_or("never")
+    ));
     out.push_str("\nWebhook\n");
     let clusters: Vec<&str> = server["webhookClusters"]
         .as_array()

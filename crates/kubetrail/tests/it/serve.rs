@@ -321,6 +321,15 @@ fn refused_requests_get_the_right_status_and_are_counted() {
         "{}",
         stdout(&status)
     );
+    let year = stdout(&status)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("last accepted: "))
+        .and_then(|time| time.get(..4)?.parse::<u32>().ok());
+    assert!(
+        year.is_some_and(|y| y >= 2026),
+        "accepted events and no time: {}",
+        stdout(&status)
+    );
     server.terminate();
 }
 
