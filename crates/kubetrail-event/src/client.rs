@@ -87,13 +87,22 @@ fn component_of<'a>(ua: &Str<'a>) -> Option<Str<'a>> {
     }
 }
 
-impl fmt::Display for Client<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)?;
+impl Client<'_> {
+    /// Writes `name[/component]` (as [`Display`](fmt::Display) does) without the formatting
+    /// machinery, which the store paid for on every event it keeps.
+    pub fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        out.write_str(&self.name)?;
         if let Some(component) = &self.component {
-            write!(f, "/{component}")?;
+            out.write_str("/")?;
+            out.write_str(component)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Client<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
     }
 }
 

@@ -243,9 +243,12 @@ impl EventBatchBuilder {
         let status = event.response_status.as_ref();
         // Writing to a string builder cannot fail: it only extends its buffer.
         if let Some((ns, name)) = &d.service_account {
-            let _ = write!(self.text[SERVICE_ACCOUNT], "{ns}:{name}");
+            let builder = &mut self.text[SERVICE_ACCOUNT];
+            for piece in [ns.as_ref(), ":", name.as_ref()] {
+                let _ = builder.write_str(piece);
+            }
         }
-        let _ = write!(self.text[CLIENT], "{}", d.client);
+        let _ = d.client.write_to(&mut self.text[CLIENT]);
         write_annotations_json(&mut self.scratch, &event.annotations);
         let annotations = std::str::from_utf8(&self.scratch).unwrap_or("{}");
         let values: [&str; 30] = [
