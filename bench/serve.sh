@@ -61,7 +61,6 @@ stop_server() {
   wait "$server_pid" || true
   server_pid=""
 }
-status_field() { curl -fs "$url/api/v1/status" | jq -r "$1"; }
 # status_text KEY: the first value named KEY in the status JSON (`ingest` comes before the
 # sources), without starting jq: for loops that poll while the server is measured (a jq per poll
 # every 0.1 s took about a seventh of the two cores).
@@ -108,7 +107,7 @@ echo "phase 1: sustained webhook ingest for ${sustain}s with $clients clients…
 start_server sustain
 s1=$(send --duration "${sustain}s" --concurrency "$clients")
 drain_start=$(date +%s.%N)
-while [ "$(status_field .ingest.storeLagEvents)" != 0 ]; do sleep 0.2; done
+while [ "$(status_text storeLagEvents)" != 0 ]; do sleep 0.2; done
 drain=$(awk -v s="$drain_start" -v e="$(date +%s.%N)" 'BEGIN{ printf "%.1f", e - s }')
 rss1=$(peak_rss_mib)
 stop_server

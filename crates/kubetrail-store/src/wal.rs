@@ -33,6 +33,8 @@ use crate::error::StoreError;
 /// First bytes of every WAL file.
 pub(crate) const MAGIC: &[u8; 8] = b"KTWAL\x00\x01\n";
 const HEADER: usize = 8;
+/// Bytes before each record's payload: its length and checksum (`u32` LE each).
+const RECORD_HEADER: usize = 8;
 /// No record is larger (the decoder's event limit is 16 MiB); a larger length is damage.
 const MAX_RECORD: usize = 64 << 20;
 
@@ -340,11 +342,11 @@ impl LogFile {
 /// only), and returns them ready to be written.
 fn seal(bytes: &mut [u8]) -> &[u8] {
     let mut offset = 0;
-    while offset + 8 <= bytes.len() {
+    while offset + RECORD_HEADER <= bytes.len() {
         let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-        let end = (offset + 8 + len as usize).min(bytes.len());
-        let crc = crc32fast::hash(&bytes[offset + 8..end]);
-        bytes[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+        let end = (offset + RECORD_HEADER + len as usize).min(bytes.len());
+        let crc = crc32fast::hash(&bytes[offset + RECORD_HEADER..end]);
+        bytes[offset + 4..offset + RECORD_HEADER].copy_from_slice(&crc.to_le_bytes());
         offset = end;
     }
     bytes
@@ -438,18 +440,18 @@ enum Problem {
 
 fn record_at(bytes: &[u8], offset: usize) -> Result<(WalRecord<'_>, usize), Problem> {
     let rest = &bytes[offset..];
-    if rest.len() < 8 {
+    if rest.len() < RECORD_HEADER {
         return Err(Problem::Torn);
     }
     let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(rest[4..RECORD_HEADER].try_into().expect("4 bytes"));
     if !(10..=MAX_RECORD).contains(&len) {
         return Err(Problem::Damaged(format!("impossible record length {len}")));
     }
-    if rest.len() < 8 + len {
+    if rest.len() < RECORD_HEADER + len {
         return Err(Problem::Torn);
     }
-    let payload = &rest[8..8 + len];
+    let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
     if crc32fast::hash(payload) != crc {
         return Err(Problem::Damaged("checksum mismatch".to_owned()));
     }
@@ -472,7 +474,7 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(WalRecord<'_>, usize), Prob
             ingest_micros,
             json: &payload[10 + cluster_len..],
         },
-        offset + 8 + len,
+        offset + RECORD_HEADER + len,
     ))
 }
 
