@@ -67,7 +67,7 @@ kt_queries=(
   "| stats p99(latency) by verb, resource"
   "code:403 | timechart 1m count() by user"
   "ns:$ns name:$pod | fields time, verb, subresource, user, code | sort time | limit 1000"
-  "\"debug-tools\" | stats count()"
+  "requestObject:debug-tools | stats count()"
 )
 duck_queries=(
   "SELECT verb, responseStatus.code, count(*) FROM events GROUP BY ALL"

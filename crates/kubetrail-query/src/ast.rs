@@ -1,6 +1,6 @@
 //! The parsed form of a query: a search expression and a pipeline of commands.
 
-use crate::fields::Field;
+use crate::fields::{Field, JsonColumn};
 use crate::lexer::CompareOp;
 
 /// A whole query: `SEARCH | command | command …`.
@@ -41,6 +41,13 @@ pub enum Expr {
     },
     /// Free text, matched case-insensitively anywhere in the event, bodies included.
     Text(String),
+    /// `requestObject:text`: free text matched case-insensitively in one body's JSON text.
+    BodyText {
+        /// `requestObject` or `responseObject`.
+        body: JsonColumn,
+        /// The text.
+        text: String,
+    },
 }
 
 /// A value to match a field against.

@@ -141,12 +141,27 @@ pub enum JsonColumn {
 }
 
 impl JsonColumn {
-    /// The column in the store. Bodies are read from the complete event, which the store
-    /// keeps anyway: storing them twice would double the largest part of the data.
+    /// The column in the store. Request bodies have their own (searching them then decompresses
+    /// a few percent of the data instead of every event); response bodies are read from the
+    /// complete event, because list responses can be the largest part of the data and a second
+    /// copy would double it.
     pub const fn column(self) -> &'static str {
         match self {
-            JsonColumn::RequestObject | JsonColumn::ResponseObject => "event",
+            JsonColumn::RequestObject => "request_object",
+            JsonColumn::ResponseObject => "event",
             JsonColumn::Annotations => "annotations",
+        }
+    }
+
+    /// The dotted path of `path` (below this JSON) inside [`column`](Self::column): a response
+    /// body lies under `responseObject` in the event.
+    pub fn path_in_column(self, path: &[String]) -> String {
+        match self {
+            JsonColumn::ResponseObject => std::iter::once(self.prefix())
+                .chain(path.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("."),
+            JsonColumn::RequestObject | JsonColumn::Annotations => path.join("."),
         }
     }
 
@@ -166,11 +181,12 @@ pub enum Field {
     /// A catalog column.
     Column(&'static FieldDef),
     /// A path into a JSON column: `requestObject.spec.containers.securityContext.privileged`
-    /// (arrays are searched element by element), or an annotation key.
+    /// (arrays are searched element by element), an annotation key, or a whole body
+    /// (`requestObject`, with an empty path), whose text a search looks in.
     Json {
         /// The column.
         column: JsonColumn,
-        /// The path below it (for annotations, one key).
+        /// The path below it (for annotations, one key; empty for a whole body).
         path: Vec<String>,
     },
 }
@@ -183,6 +199,14 @@ impl Field {
             .find(|f| f.name == name || f.aliases.contains(&name))
         {
             return Ok(Field::Column(def));
+        }
+        for column in [JsonColumn::RequestObject, JsonColumn::ResponseObject] {
+            if name == column.prefix() {
+                return Ok(Field::Json {
+                    column,
+                    path: Vec::new(),
+                });
+            }
         }
         for column in [
             JsonColumn::RequestObject,
@@ -207,7 +231,7 @@ impl Field {
         Err(QueryError::at(
             position,
             format!(
-                "unknown field `{name}`{suggestion} (fields: {}; or requestObject.…, responseObject.…, annotations.…)",
+                "unknown field `{name}`{suggestion} (fields: {}; or requestObject[.…], responseObject[.…], annotations.…)",
                 FIELDS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
             ),
         ))
@@ -225,6 +249,7 @@ impl Field {
     pub fn display_name(&self) -> String {
         match self {
             Field::Column(def) => def.name.to_owned(),
+            Field::Json { column, path } if path.is_empty() => column.prefix().to_owned(),
             Field::Json { column, path } => format!("{}.{}", column.prefix(), path.join(".")),
         }
     }

@@ -73,6 +73,14 @@ impl Context<'_, '_> {
             Expr::Or(any) => any.iter().any(|e| self.eval(e)),
             Expr::Not(inner) => !self.eval(inner),
             Expr::Text(text) => contains_ignore_ascii_case(self.event.raw.as_str(), text),
+            Expr::BodyText { body, text } => {
+                let body = match body {
+                    JsonColumn::RequestObject => self.event.request_object.as_ref(),
+                    JsonColumn::ResponseObject => self.event.response_object.as_ref(),
+                    JsonColumn::Annotations => None,
+                };
+                body.is_some_and(|b| contains_ignore_ascii_case(b.as_str(), text))
+            }
             Expr::Exists(field) => match self.value(field) {
                 FieldValue::Text(values) => values.iter().any(|v| !v.is_empty()),
                 FieldValue::Int(v) => v.is_some(),

@@ -16,7 +16,7 @@ use kubetrail_event::Timestamp;
 
 use crate::ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
 use crate::error::QueryError;
-use crate::fields::{Field, FieldKind, parse_duration_micros};
+use crate::fields::{Field, FieldKind, JsonColumn, parse_duration_micros};
 use crate::lexer::{CompareOp, Spanned, Token, tokenize};
 
 /// Parses a query.
@@ -309,6 +309,14 @@ impl Parser {
                 self.pos += 1;
                 let field = Field::resolve(&name, token.at)?;
                 let (text, at) = self.value(&name, op.as_str())?;
+                if matches!(&field, Field::Json { path, .. } if path.is_empty()) {
+                    return Err(QueryError::at(
+                        token.at,
+                        format!(
+                            "`{name}` is a whole body: search its text (`{name}:TEXT`) or match a value at a path in it (`{name}.spec.replicas:3`)"
+                        ),
+                    ));
+                }
                 if field.kind() == FieldKind::List {
                     return Err(QueryError::at(
                         token.at,
@@ -368,6 +376,11 @@ impl Parser {
         let (text, at) = self.value(name, ":")?;
         if text == "*" && !quoted {
             return Ok(Expr::Exists(field.clone()));
+        }
+        if let Field::Json { column, path } = field
+            && path.is_empty()
+        {
+            return body_text(*column, name, text, quoted, at);
         }
         match field.kind() {
             FieldKind::Text | FieldKind::List => Ok(Expr::Match {
@@ -729,6 +742,39 @@ pub(crate) fn is_identifier(name: &str) -> bool {
 }
 
 /// Reads `text` as a value of `field`'s type.
+/// `requestObject:TEXT`: free text in one body. Free text is found anywhere in the body, so a
+/// `*` at either end of an unquoted value says nothing more and is dropped; one inside it would
+/// need a pattern over the whole JSON text, which a path says better.
+fn body_text(
+    body: JsonColumn,
+    name: &str,
+    text: String,
+    quoted: bool,
+    at: usize,
+) -> Result<Expr, QueryError> {
+    let text = if quoted {
+        text
+    } else {
+        let inner = text.trim_matches('*');
+        if let Some(star) = inner.find('*') {
+            return Err(QueryError::at(
+                at + (text.len() - text.trim_start_matches('*').len()) + star,
+                format!(
+                    "`{name}:` finds text anywhere in the body, so `*` only fits at its ends; for a pattern, name the path (`{name}.spec.containers.image:nginx*`) or quote the text to find a `*`"
+                ),
+            ));
+        }
+        if inner.is_empty() {
+            return Ok(Expr::Exists(Field::Json {
+                column: body,
+                path: Vec::new(),
+            }));
+        }
+        inner.to_owned()
+    };
+    Ok(Expr::BodyText { body, text })
+}
+
 fn literal(field: &Field, name: &str, text: &str, at: usize) -> Result<Literal, QueryError> {
     match field.kind() {
         FieldKind::Text | FieldKind::List => Ok(Literal::Text(text.to_owned())),

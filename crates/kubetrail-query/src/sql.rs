@@ -51,6 +51,9 @@ pub trait Dialect {
     fn like(&self, expr: &str, pattern: &str) -> String;
     /// Whether a text contains another (a plain string, not a pattern), ignoring case.
     fn contains_text(&self, expr: &str, needle: &str) -> String;
+    /// Whether the text of one top-level field of a JSON text column contains a needle (a plain
+    /// string), ignoring case as [`contains_text`](Self::contains_text) does.
+    fn json_field_contains_text(&self, column: &str, key: &str, needle: &str) -> String;
     /// Whether a list column contains a value.
     fn list_contains(&self, column: &str, value: &str) -> String;
     /// Whether any element of a list column matches a LIKE pattern.
@@ -85,6 +88,9 @@ impl Dialect for DataFusionDialect {
     }
     fn contains_text(&self, expr: &str, needle: &str) -> String {
         format!("kt_contains_text({expr}, {needle})")
+    }
+    fn json_field_contains_text(&self, column: &str, key: &str, needle: &str) -> String {
+        format!("kt_json_field_contains_text({column}, {key}, {needle})")
     }
     fn list_contains(&self, column: &str, value: &str) -> String {
         format!("array_has({column}, {value})")
@@ -379,7 +385,31 @@ impl Compiler<'_> {
                 let needle = self.param(Param::Text(text.clone()));
                 self.dialect.contains_text(&column, &needle)
             }
+            Expr::BodyText { body, text } => {
+                let column = self.dialect.ident(body.column());
+                let needle = self.param(Param::Text(text.clone()));
+                match body {
+                    // Read from the complete event: only the body's own text may match.
+                    JsonColumn::ResponseObject => {
+                        let key = self.param(Param::Text(body.prefix().to_owned()));
+                        self.dialect
+                            .json_field_contains_text(&column, &key, &needle)
+                    }
+                    JsonColumn::RequestObject | JsonColumn::Annotations => {
+                        self.dialect.contains_text(&column, &needle)
+                    }
+                }
+            }
             Expr::Exists(field) => match field {
+                Field::Json {
+                    column: JsonColumn::RequestObject,
+                    path,
+                } if path.is_empty() => {
+                    format!(
+                        "{} <> ''",
+                        self.dialect.ident(JsonColumn::RequestObject.column())
+                    )
+                }
                 Field::Json {
                     column: json @ (JsonColumn::RequestObject | JsonColumn::ResponseObject),
                     path,
@@ -457,9 +487,8 @@ impl Compiler<'_> {
         value: &str,
         wildcard: bool,
     ) -> String {
-        let full_path = format!("{}.{}", column.prefix(), path.join("."));
+        let path = self.param(Param::Text(column.path_in_column(path)));
         let column = self.dialect.ident(column.column());
-        let path = self.param(Param::Text(full_path));
         let value = self.param(Param::Text(value.to_owned()));
         let wildcard = self.param(Param::Bool(wildcard));
         self.dialect
@@ -729,13 +758,39 @@ mod tests {
     fn fields_free_text_and_json_paths() {
         check(
             "\"db-credentials\" requestObject.spec.containers.securityContext.privileged:true | fields time, user, annotations.authorization.k8s.io/decision",
-            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE ((kt_contains_text("event", $1)) AND (kt_json_path_match("event", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
+            r#"SELECT "time" AS "time", "user" AS "user", kt_annotation("annotations", $5) AS "annotations.authorization.k8s.io/decision" FROM events WHERE ((kt_contains_text("event", $1)) AND (kt_json_path_match("request_object", $2, $3, $4))) ORDER BY "time" DESC LIMIT 100"#,
             &[
                 Param::Text("db-credentials".into()),
-                Param::Text("requestObject.spec.containers.securityContext.privileged".into()),
+                Param::Text("spec.containers.securityContext.privileged".into()),
                 Param::Text("true".into()),
                 Param::Bool(false),
                 Param::Text("authorization.k8s.io/decision".into()),
+            ],
+        );
+        check(
+            "responseObject.status.phase:Pending requestObject:*",
+            r#"SELECT "time" AS "time", "user" AS "user", "verb" AS "verb", "resource" AS "resource", "subresource" AS "subresource", "namespace" AS "ns", "name" AS "name", "code" AS "code", "latency_us" AS "latency", "client" AS "client" FROM events WHERE ((kt_json_path_match("event", $1, $2, $3)) AND ("request_object" <> '')) ORDER BY "time" DESC LIMIT 100"#,
+            &[
+                Param::Text("responseObject.status.phase".into()),
+                Param::Text("Pending".into()),
+                Param::Bool(false),
+            ],
+        );
+    }
+
+    #[test]
+    fn body_text_reads_the_request_body_column_or_the_event() {
+        check(
+            "requestObject:*Debug-Tools* | stats count()",
+            r#"SELECT COUNT(*) AS "count" FROM events WHERE (kt_contains_text("request_object", $1)) ORDER BY 1 DESC"#,
+            &[Param::Text("Debug-Tools".into())],
+        );
+        check(
+            "responseObject:\"a*b\" | stats count()",
+            r#"SELECT COUNT(*) AS "count" FROM events WHERE (kt_json_field_contains_text("event", $2, $1)) ORDER BY 1 DESC"#,
+            &[
+                Param::Text("a*b".into()),
+                Param::Text("responseObject".into()),
             ],
         );
     }

@@ -10,11 +10,12 @@ use std::fmt::Write;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Int32Builder, Int64Builder,
+    ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use kubetrail_event::{AuditEvent, Str};
+use arrow::error::ArrowError;
+use kubetrail_event::{AuditEvent, DecodeOptions, Decoded, Decoder, InputFormat, Str};
 
 /// Text columns, in table order after `time` and `stage_time`.
 const TEXT_COLUMNS: &[&str] = &[
@@ -47,8 +48,12 @@ const TEXT_COLUMNS: &[&str] = &[
     "cluster",
     "source_api_version",
     "annotations",
+    "request_object",
     "event",
 ];
+
+/// The columns holding JSON documents searched as text: the complete event and its request body.
+pub(crate) const BODY_TEXT_COLUMNS: [&str; 2] = ["event", "request_object"];
 
 /// The table's schema.
 pub fn schema() -> SchemaRef {
@@ -75,12 +80,13 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The schema the `events` table is read with: the written schema ([`schema`]), except that
-/// the complete original `event` is read as `Utf8View`, pointing into the decompressed Parquet
-/// page instead of copying a kilobyte per row into a new buffer (a third of a free-text scan).
-/// The other text columns stay `Utf8`, which every caller reads as plain strings.
+/// the complete original `event` and the request body are read as `Utf8View`, pointing into the
+/// decompressed Parquet page instead of copying a kilobyte per row into a new buffer (a third of
+/// a free-text scan). The other text columns stay `Utf8`, which every caller reads as plain
+/// strings.
 pub fn table_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> =
-        LazyLock::new(|| with_text_as_views(|name| name == "event"));
+        LazyLock::new(|| with_text_as_views(|name| BODY_TEXT_COLUMNS.contains(&name)));
     SCHEMA.clone()
 }
 
@@ -251,7 +257,7 @@ impl EventBatchBuilder {
         let _ = d.client.write_to(&mut self.text[CLIENT]);
         write_annotations_json(&mut self.scratch, &event.annotations);
         let annotations = std::str::from_utf8(&self.scratch).unwrap_or("{}");
-        let values: [&str; 30] = [
+        let values: [&str; TEXT_COLUMNS.len()] = [
             &event.audit_id,
             event.stage.as_str(),
             event.level.as_str(),
@@ -284,6 +290,10 @@ impl EventBatchBuilder {
             cluster,
             event.source_api_version.as_deref().unwrap_or(""),
             annotations,
+            event
+                .request_object
+                .as_ref()
+                .map_or("", |body| body.as_str()),
             event.raw.as_str(),
         ];
         for (builder, value) in self.text.iter_mut().zip(values) {
@@ -325,6 +335,52 @@ impl EventBatchBuilder {
     }
 }
 
+/// A batch read from a segment written before the table had its `request_object` column,
+/// brought to the current schema with the request bodies taken from the stored events (which
+/// compaction then writes out); a batch of the current schema is returned as it is. The table
+/// reads such segments with NULL request bodies until they are merged.
+pub(crate) fn upgrade(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().column_with_name("request_object").is_some() {
+        return Ok(batch);
+    }
+    let current = schema();
+    let missing = |name: &str| ArrowError::SchemaError(format!("segment has no column {name}"));
+    let events = batch
+        .column_by_name("event")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| missing("event"))?;
+    let options = DecodeOptions {
+        format: Some(InputFormat::Json),
+        ..DecodeOptions::default()
+    };
+    let mut bodies = StringBuilder::with_capacity(events.len(), 0);
+    for event in events.iter() {
+        let mut body = None;
+        let mut take = |decoded: Decoded<'_>| {
+            if let Decoded::Event(e, _) = decoded {
+                body = e.request_object.map(|b| b.as_str().to_owned());
+            }
+        };
+        let mut decoder = Decoder::new(options.clone());
+        decoder.feed(event.unwrap_or_default().as_bytes(), &mut take);
+        decoder.finish(&mut take);
+        bodies.append_value(body.as_deref().unwrap_or(""));
+    }
+    let mut bodies = Some(Arc::new(bodies.finish()) as ArrayRef);
+    let columns = current
+        .fields()
+        .iter()
+        .map(|field| match field.name().as_str() {
+            "request_object" => bodies.take().ok_or_else(|| missing("request_object")),
+            name => batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| missing(name)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(current, columns)
+}
+
 /// Writes the annotations as a JSON object text (`{}` when none) into `out`, in the order
 /// recorded; a key given twice keeps its first place and its last value, as a JSON object
 /// parsed in order does.
@@ -360,7 +416,40 @@ fn write_annotations_json(out: &mut Vec<u8>, annotations: &[(Str<'_>, Str<'_>)])
 mod tests {
     use std::borrow::Cow;
 
-    use super::{schema, write_annotations_json};
+    use arrow::array::AsArray;
+    use kubetrail_event::{DecodeOptions, Decoded, Decoder};
+
+    use super::{EventBatchBuilder, schema, upgrade, write_annotations_json};
+
+    #[test]
+    fn segments_without_request_bodies_get_them_from_the_stored_events() {
+        let log = concat!(
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/configmaps","verb":"create","user":{"username":"u"},"objectRef":{"resource":"configmaps","namespace":"ns"},"requestObject":{"data": {"k" : "debug-tools"}},"requestReceivedTimestamp":"2026-03-02T08:00:00.000000Z"}"#,
+            "\n",
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a2","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"u"},"requestObject":null,"requestReceivedTimestamp":"2026-03-02T08:00:01.000000Z"}"#,
+            "\n"
+        );
+        let mut builder = EventBatchBuilder::default();
+        let mut take = |decoded: Decoded<'_>| {
+            if let Decoded::Event(event, _) = decoded {
+                builder.append(&event, "c", 0);
+            }
+        };
+        let mut decoder = Decoder::new(DecodeOptions::default());
+        decoder.feed(log.as_bytes(), &mut take);
+        decoder.finish(&mut take);
+        let current = builder.finish();
+        let bodies = current["request_object"].as_string::<i32>();
+        assert_eq!(bodies.value(0), r#"{"data": {"k" : "debug-tools"}}"#);
+        assert_eq!(bodies.value(1), "");
+
+        let old_columns: Vec<usize> = (0..current.num_columns())
+            .filter(|&i| current.schema().field(i).name() != "request_object")
+            .collect();
+        let old = current.project(&old_columns).unwrap();
+        assert_eq!(upgrade(old).unwrap(), current);
+        assert_eq!(upgrade(current.clone()).unwrap(), current);
+    }
 
     #[test]
     fn annotations_are_a_json_object_in_recorded_order() {

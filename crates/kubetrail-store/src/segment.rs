@@ -124,20 +124,21 @@ impl Default for SegmentOptions {
     }
 }
 
-/// Columns whose every value is different: a dictionary can never pay off, and building one
-/// until the writer gives up (hashing and comparing each value, a kilobyte for `event`) was a
-/// tenth of the segment thread's time.
-const UNIQUE_COLUMNS: [&str; 2] = ["event", "audit_id"];
+/// Columns whose every value is different (or empty, for request bodies): a dictionary can
+/// never pay off, and building one until the writer gives up (hashing and comparing each value,
+/// a kilobyte for `event`) was a tenth of the segment thread's time.
+const UNIQUE_COLUMNS: [&str; 3] = ["event", "audit_id", "request_object"];
 
 /// Columns without statistics (dotted Parquet paths): their minimum and maximum per page and row
 /// group can hardly ever prune a read, and the writer compares every value with them — for text
 /// a `memcmp` per value and bound, which with these columns was a fifth of the segment thread's
 /// time. They are random identifiers (auditIDs, UIDs), long texts that share their first tens
-/// of bytes (the original event, request URIs, authorization reasons), values every row group
-/// holds nearly all of (source IPs, groups, clients, API versions, status reasons), and
-/// `effective_user`, which follows `user` (whose statistics are kept).
-const UNPRUNABLE_COLUMNS: [&str; 18] = [
+/// of bytes (the original event, request bodies, request URIs, authorization reasons), values
+/// every row group holds nearly all of (source IPs, groups, clients, API versions, status
+/// reasons), and `effective_user`, which follows `user` (whose statistics are kept).
+const UNPRUNABLE_COLUMNS: [&str; 19] = [
     "event",
+    "request_object",
     "audit_id",
     "request_uri",
     "path",
@@ -501,7 +502,7 @@ fn merge(
                     .and_then(|b| b.with_batch_size(8192).build())
                     .map_err(|e| StoreError::parquet(source, e))?;
                 for batch in reader {
-                    let batch = batch?;
+                    let batch = crate::schema::upgrade(batch?)?;
                     rows += batch.num_rows() as u64;
                     writer
                         .write(&batch)

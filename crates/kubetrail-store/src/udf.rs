@@ -1,16 +1,18 @@
 //! The `kt_*` SQL functions the query language compiles to (see `kubetrail_query::Dialect`):
-//! free text, matching inside list columns, inside the JSON of the stored event, and annotation
-//! lookup (the latency functions live in `quantiles.rs`).
+//! free text (in the whole event or one body), matching inside list columns, inside the JSON of
+//! the stored event and its bodies, and annotation lookup (the latency functions live in `quantiles.rs`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, ListArray, StringArray, StringBuilder,
+    StringViewArray,
 };
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use kubetrail_event::{DecodeOptions, Decoded, Decoder, InputFormat};
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
@@ -33,9 +35,16 @@ pub fn functions() -> Vec<ScalarUDF> {
             Arc::new(list_like),
         ),
         create_udf(
+            "kt_json_field_contains_text",
+            vec![DataType::Utf8View, DataType::Utf8, DataType::Utf8],
+            DataType::Boolean,
+            Volatility::Immutable,
+            Arc::new(json_field_contains_text),
+        ),
+        create_udf(
             "kt_json_path_match",
             vec![
-                DataType::Utf8,
+                DataType::Utf8View,
                 DataType::Utf8,
                 DataType::Utf8,
                 DataType::Boolean,
@@ -57,6 +66,12 @@ pub fn functions() -> Vec<ScalarUDF> {
 
 fn arrays(args: &[ColumnarValue]) -> Result<Vec<ArrayRef>> {
     ColumnarValue::values_to_arrays(args)
+}
+
+fn string_views(array: &ArrayRef) -> Result<&StringViewArray> {
+    array
+        .as_string_view_opt()
+        .ok_or_else(|| DataFusionError::Execution("expected a text argument".to_owned()))
 }
 
 fn strings(array: &ArrayRef) -> Result<&StringArray> {
@@ -124,6 +139,57 @@ fn contains_text(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     Ok(ColumnarValue::Array(Arc::new(result)))
 }
 
+/// `kt_json_field_contains_text(event, key, needle)`: whether the text of the event's body
+/// `key` (`requestObject` or `responseObject`, exactly as written) contains the needle, ignoring
+/// case; false for an event without that body. Only events whose whole text contains the needle
+/// are parsed.
+fn json_field_contains_text(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = arrays(args)?;
+    let events = string_views(&arrays[0])?;
+    let keys = strings(&arrays[1])?;
+    let needles = strings(&arrays[2])?;
+    let options = DecodeOptions {
+        format: Some(InputFormat::Json),
+        ..DecodeOptions::default()
+    };
+    // The needle is the same on every row: its search is built once.
+    let mut previous: Option<(&str, TextNeedle)> = None;
+    let mut result = BooleanBuilder::with_capacity(events.len());
+    for i in 0..events.len() {
+        if events.is_null(i) || keys.is_null(i) || needles.is_null(i) {
+            result.append_null();
+            continue;
+        }
+        let text = needles.value(i);
+        let needle = match previous.take() {
+            Some((t, needle)) if t == text => (t, needle),
+            _ => (text, TextNeedle::new(text)?),
+        };
+        let search = &needle.1;
+        let event = events.value(i);
+        let mut found = false;
+        if search.is_in(event) {
+            let key = keys.value(i);
+            let mut take = |decoded: Decoded<'_>| {
+                if let Decoded::Event(e, _) = decoded {
+                    let body = match key {
+                        "requestObject" => e.request_object,
+                        "responseObject" => e.response_object,
+                        _ => None,
+                    };
+                    found = body.is_some_and(|b| search.is_in(b.as_str()));
+                }
+            };
+            let mut decoder = Decoder::new(options.clone());
+            decoder.feed(event.as_bytes(), &mut take);
+            decoder.finish(&mut take);
+        }
+        result.append_value(found);
+        previous = Some(needle);
+    }
+    Ok(ColumnarValue::Array(Arc::new(result.finish())))
+}
+
 /// `kt_list_like(list, pattern)`: any element matches the LIKE pattern.
 fn list_like(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let arrays = arrays(args)?;
@@ -152,7 +218,7 @@ fn list_like(args: &[ColumnarValue]) -> Result<ColumnarValue> {
 /// `kt_json_path_match(json, path, value, wildcard)`.
 fn json_path_match(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let arrays = arrays(args)?;
-    let documents = strings(&arrays[0])?;
+    let documents = string_views(&arrays[0])?;
     let paths = strings(&arrays[1])?;
     let values = strings(&arrays[2])?;
     let wildcards = arrays[3]
@@ -184,7 +250,13 @@ fn json_path_match(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             result.append_value(false);
             continue;
         }
-        let path: Vec<String> = paths.value(i).split('.').map(str::to_owned).collect();
+        // An empty path is the document itself (a whole body's `requestObject:*`).
+        let path: Vec<String> = paths
+            .value(i)
+            .split('.')
+            .filter(|step| !step.is_empty())
+            .map(str::to_owned)
+            .collect();
         let matched = serde_json::from_str::<Value>(document).is_ok_and(|json| {
             let mut found: Vec<Cow<'_, str>> = Vec::new();
             kubetrail_query::collect_path(&json, &path, &mut found);

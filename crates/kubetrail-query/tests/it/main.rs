@@ -78,6 +78,26 @@ fn json_paths_reach_into_bodies() {
     );
 }
 
+#[test]
+fn body_text_is_searched_in_that_body_only() {
+    let events = decode("corpus/falco/test/trace_files/k8s_audit/create_nginx_pod_privileged.json");
+    // In the request body, whatever the case and with redundant stars.
+    for query in [
+        "requestObject:NGINX",
+        "requestObject:*nginx*",
+        "requestObject:\"privileged\"",
+        "requestObject:*",
+    ] {
+        assert_eq!(count(&events, query), 1, "{query}");
+    }
+    // Text elsewhere in the event is not in a body: the user, the stage.
+    assert_eq!(count(&events, "\"ResponseComplete\""), 1);
+    assert_eq!(count(&events, "requestObject:ResponseComplete"), 0);
+    assert_eq!(count(&events, "-requestObject:ResponseComplete"), 1);
+    assert_eq!(count(&events, "responseObject:pending"), 1);
+    assert_eq!(count(&events, "requestObject:pending"), 0);
+}
+
 /// Every error case: the position and the message.
 #[test]
 fn mistakes_point_at_their_position() {
@@ -180,6 +200,21 @@ fn mistakes_point_at_their_position() {
             "expected a field name, found the end of the query",
         ),
         ("| stats count() by nope", 19, "unknown field `nope`"),
+        (
+            "requestObject:debug*tools",
+            19,
+            "`requestObject:` finds text anywhere in the body, so `*` only fits at its ends",
+        ),
+        (
+            "responseObject:**a*b*",
+            18,
+            "`responseObject:` finds text anywhere in the body",
+        ),
+        (
+            "requestObject>3",
+            0,
+            "`requestObject` is a whole body: search its text",
+        ),
         ("| stats count() user", 16, "unexpected `user` in `stats`"),
         (
             "| timechart count()",

@@ -112,6 +112,52 @@ fn answers_match_the_generator_truth() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["user"], privileged["user"]);
     assert_eq!(rows[0]["name"], privileged["pod"]);
+
+    // Free text in one body: the pod's name is in both bodies of its create, the user who made
+    // it in neither.
+    let pod = privileged["pod"].as_str().unwrap();
+    let user = privileged["user"].as_str().unwrap();
+    let count = |q: &str| query(&dir, &format!("{q} | stats count() as n"))[0]["n"].clone();
+    assert_eq!(count(&format!("requestObject:{}", pod.to_uppercase())), 1);
+    assert_eq!(count(&format!("responseObject:\"{pod}\"")), 1);
+    assert_eq!(count(&format!("requestObject:{user}")), 0);
+    assert_eq!(count(&format!("responseObject:{user}")), 0);
+    assert!(count(&format!("\"{user}\"")).as_i64().unwrap() > 0);
+}
+
+#[test]
+fn request_bodies_have_a_column_of_their_own() {
+    let dir = TempDir::new("store-bodies");
+    let log = "generated/all.log";
+    import(&dir, &["--no-redact"], &[log]);
+    let original = std::fs::read_to_string(data(log)).unwrap();
+    let with_body: Vec<serde_json::Value> = original
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| !e["requestObject"].is_null())
+        .collect();
+    assert!(!with_body.is_empty());
+    let count = |q: &str| query(&dir, &format!("{q} | stats count() as n"))[0]["n"].clone();
+    assert_eq!(count("requestObject:*"), with_body.len());
+    // Each stored body is the original's text, byte for byte.
+    let rows = sql(
+        &dir,
+        "SELECT request_object, event FROM events WHERE request_object <> ''",
+    );
+    assert_eq!(rows.len(), with_body.len());
+    for row in rows {
+        let body = row["request_object"].as_str().unwrap();
+        let event = row["event"].as_str().unwrap();
+        assert!(
+            event.contains(&format!("\"requestObject\":{body}")),
+            "{body}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(event).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(body).unwrap(),
+            parsed["requestObject"]
+        );
+    }
 }
 
 #[test]
