@@ -323,16 +323,43 @@ impl EventWriter {
         cluster: &str,
         ingest_micros: i64,
     ) -> Result<Appended, StoreError> {
+        self.append_to(event, cluster, ingest_micros, true)
+    }
+
+    /// Adds an event without writing it to the WAL, for a caller whose input is itself a
+    /// durable log it can read again (an import of files): the event is stored once the segment
+    /// holding it is committed ([`sync`](Self::sync), [`close`](Self::close)). A crash before
+    /// that loses nothing that was reported stored, and reading the input again stores the
+    /// event once. Skipping the log spares writing, checksumming and deleting every byte a
+    /// second time (a tenth of an import's time).
+    pub fn append_unlogged(
+        &mut self,
+        event: &AuditEvent<'_>,
+        cluster: &str,
+        ingest_micros: i64,
+    ) -> Result<Appended, StoreError> {
+        self.append_to(event, cluster, ingest_micros, false)
+    }
+
+    fn append_to(
+        &mut self,
+        event: &AuditEvent<'_>,
+        cluster: &str,
+        ingest_micros: i64,
+        logged: bool,
+    ) -> Result<Appended, StoreError> {
         self.check_healthy()?;
         if !self.insert_pending(event, cluster, ingest_micros) {
             self.shared.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(Appended::Duplicate);
         }
-        self.wal.append(&WalRecord {
-            cluster,
-            ingest_micros,
-            json: event.raw.as_str().as_bytes(),
-        });
+        if logged {
+            self.wal.append(&WalRecord {
+                cluster,
+                ingest_micros,
+                json: event.raw.as_str().as_bytes(),
+            });
+        }
         self.shared.stats.appended.fetch_add(1, Ordering::Relaxed);
         if self.pending_rows >= self.options.flush_rows {
             self.flush()?;

@@ -38,6 +38,15 @@ impl Input {
         }
     }
 
+    /// Whether the input can be read again after a crash: a regular file, not stdin or a pipe
+    /// (`<(zcat …)`).
+    pub fn is_rereadable(&self) -> bool {
+        match self {
+            Input::Stdin => false,
+            Input::File(path) => std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+        }
+    }
+
     /// Size on disk, when known (for progress).
     pub fn size(&self) -> Option<u64> {
         match self {

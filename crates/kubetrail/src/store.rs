@@ -224,6 +224,10 @@ struct ImportRun<'a> {
     summary: ImportSummary,
     diagnostics: Diagnostics,
     input_name: String,
+    /// Whether the input's events go through the WAL: only when the input cannot be read again
+    /// (stdin, a pipe). A file's events are stored when their segments are committed, and an
+    /// interrupted import of files is finished by running it again.
+    logged: bool,
     error: Option<StoreError>,
     progress: Option<ProgressBar>,
     started: Instant,
@@ -250,7 +254,13 @@ impl DecodeHandler for ImportRun<'_> {
                         self.summary.redacted += u64::from(redacted);
                     }
                 }
-                match self.writer.append(&event, self.cluster, self.ingest_micros) {
+                let appended = if self.logged {
+                    self.writer.append(&event, self.cluster, self.ingest_micros)
+                } else {
+                    self.writer
+                        .append_unlogged(&event, self.cluster, self.ingest_micros)
+                };
+                match appended {
                     Ok(Appended::Accepted) => self.summary.imported += 1,
                     Ok(Appended::Duplicate) => self.summary.duplicates += 1,
                     Err(e) => self.error = Some(e),
@@ -312,6 +322,7 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
         summary: ImportSummary::default(),
         diagnostics: Diagnostics::new(args.decode.error_limit),
         input_name: String::new(),
+        logged: true,
         error: None,
         progress,
         started: Instant::now(),
@@ -320,6 +331,7 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     let options = args.decode.options();
     for input in &inputs {
         run.input_name = input.name();
+        run.logged = !input.is_rereadable();
         let result = decode_input(input, &options, &mut run);
         if run.error.is_none()
             && let Err(e) = run.writer.commit()
@@ -328,7 +340,7 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
         }
         if let Some(e) = run.error.take() {
             bail!(
-                "import stopped: {e}\nevents accepted before this point are kept and stored when the store is next opened; run the import again after fixing this (duplicates are skipped)"
+                "import stopped: {e}\nevents read from stdin or a pipe before this point are kept and stored when the store is next opened; run the import again after fixing this (duplicates are skipped)"
             );
         }
         if let Err(e) = result {

@@ -89,6 +89,60 @@ fn kill_9_during_import_then_import_again_stores_everything_once() {
     assert_eq!(count_events(&store), (total, total));
 }
 
+fn segment_files(store: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![store.join("events")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn kill_9_during_a_file_import_then_import_again_stores_everything_once() {
+    let dir = TempDir::new("kill-file-import");
+    let store = dir.path().join("data");
+    let file = dir.path().join("audit.log");
+    std::fs::write(&file, many_events(12)).unwrap();
+    let total = 12 * 2823;
+    let import = || {
+        kubetrail()
+            .args(["import", "--no-redact", "--data", store.to_str().unwrap()])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = import();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A file's events skip the WAL: what survives is in committed segments, consistent.
+    assert_eq!(wal_bytes(&store), 0, "a file's events went through the WAL");
+    let stored = if segment_files(&store) > 0 {
+        let (stored, distinct) = count_events(&store);
+        assert_eq!(stored, distinct);
+        stored
+    } else {
+        0
+    };
+
+    let output = import().wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["imported"].as_u64().unwrap(), total - stored);
+    assert_eq!(summary["duplicates"].as_u64().unwrap(), stored);
+    assert_eq!(count_events(&store), (total, total));
+}
+
 /// Runs `script` as root of a private user and mount namespace, where a tmpfs can be mounted
 /// without privileges. `None` when the kernel does not allow it here.
 fn in_mount_namespace(script: &str, env: &[(&str, &Path)]) -> Option<String> {
@@ -109,17 +163,23 @@ fn in_mount_namespace(script: &str, env: &[(&str, &Path)]) -> Option<String> {
     Some(text)
 }
 
+/// Imports `$INPUT` into a tmpfs of `$SIZE`, from stdin when `$VIA` is `stdin` (through the WAL)
+/// or else as a file (straight to segments), then again after space is freed.
 const FULL_DISK_SCRIPT: &str = r#"
 mount -t tmpfs -o size=$SIZE tmpfs "$MNT" || { echo NAMESPACE-UNAVAILABLE; exit 0; }
-"$KT" import --no-redact --data "$MNT/data" "$INPUT" 2>&1 >/dev/null; echo "first-exit=$?"
+import() {
+  if [ "$VIA" = stdin ]; then "$KT" import --no-redact --data "$MNT/data" - < "$INPUT"
+  else "$KT" import --no-redact --data "$MNT/data" "$INPUT"; fi
+}
+import 2>&1 >/dev/null; echo "first-exit=$?"
 echo "tmp-files=$(find "$MNT/data/events" -name '*.tmp' | wc -l)"
 "$KT" sql --data "$MNT/data" -o json "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events"; echo "sql-exit=$?"
 mount -o remount,size=64m "$MNT"
-"$KT" import --no-redact --data "$MNT/data" "$INPUT" 2>&1 >/dev/null; echo "second-exit=$?"
+import 2>&1 >/dev/null; echo "second-exit=$?"
 "$KT" sql --data "$MNT/data" -o json "SELECT count(*) AS n, count(DISTINCT audit_id || '/' || stage) AS d FROM events"
 "#;
 
-fn full_disk(size: &str) -> Option<String> {
+fn full_disk(size: &str, via: &str) -> Option<String> {
     let dir = TempDir::new(&format!("full-disk-{size}"));
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -128,6 +188,7 @@ fn full_disk(size: &str) -> Option<String> {
         FULL_DISK_SCRIPT,
         &[
             ("SIZE", &size_path),
+            ("VIA", Path::new(via)),
             ("MNT", &mnt),
             ("KT", Path::new(env!("CARGO_BIN_EXE_kubetrail"))),
             ("INPUT", &data("fixtures/real-apiserver-v1.36/audit.log")),
@@ -158,19 +219,25 @@ fn check_full_disk(text: &str, what_failed: &str) {
 
 #[test]
 fn a_full_disk_stops_the_import_cleanly_and_nothing_is_lost_after_space_is_freed() {
-    // 4 MiB: the write-ahead log itself does not fit (the 8.5 MB fixture is committed at the end).
-    let Some(wal_full) = full_disk("4m") else {
+    // From stdin, events go through the write-ahead log. 4 MiB: the log itself does not fit
+    // (the 8.5 MB fixture is committed at the end).
+    let Some(wal_full) = full_disk("4m", "stdin") else {
         eprintln!("SKIPPED: this kernel does not allow a tmpfs in a user namespace");
         return;
     };
     check_full_disk(&wal_full, "write-ahead log failed");
     // 8.4 MiB: the log fits, the Parquet segment does not; the log is kept and replayed.
-    let segment_full = full_disk("8600k").expect("namespaces worked a moment ago");
+    let segment_full = full_disk("8600k", "stdin").expect("namespaces worked a moment ago");
     check_full_disk(&segment_full, "cannot write segments");
     assert!(
         segment_full.contains("recovered 2823 accepted events"),
         "{segment_full}"
     );
+    // A file goes straight to segments, and the log stays empty: 128 KiB do not hold the
+    // segment; nothing is stored, and importing the file again stores it all.
+    let file_full = full_disk("128k", "file").expect("namespaces worked a moment ago");
+    check_full_disk(&file_full, "cannot write segments");
+    assert!(!file_full.contains("recovered"), "{file_full}");
 }
 
 fn import_files(store: &Path, files: &[&str]) {
