@@ -1,5 +1,7 @@
 //! The ingest sink: one thread owns the store's [`EventWriter`]; every source hands it batches
-//! and gets an acknowledgement once the batch is durable in the write-ahead log.
+//! and gets an acknowledgement once the batch is durable: a webhook body once it is in the
+//! fsynced write-ahead log, the lines of a tailed file (a durable log already, read again after
+//! a crash) once their events are in committed Parquet segments.
 //!
 //! Sources hand over bytes, not events: the writer thread decodes and transforms each batch
 //! itself and appends the events while they still borrow from those bytes, as `import` does.
@@ -9,8 +11,8 @@
 //! several times over.
 //!
 //! Group commit: the thread takes every batch that is waiting, appends them all and hands the
-//! group to the WAL's thread, which writes and fsyncs it once and then acknowledges each batch
-//! while this thread decodes the next group. Under load one fsync covers many webhook requests;
+//! group to the WAL's thread, which writes and fsyncs it once and then acknowledges each webhook
+//! batch while this thread decodes the next group. Under load one fsync covers many webhook requests;
 //! when idle a batch is committed as soon as it arrives.
 //!
 //! Backpressure is admission control on queued events: [`Ingest::try_submit`] refuses a batch
@@ -32,7 +34,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kubetrail_event::{DecodeOptions, Decoded, Decoder, Skip};
 use kubetrail_store::{
-    Appended, CompactionOptions, EventWriter, Retention, StoreError, WriterOptions, WriterStats,
+    Appended, CompactionOptions, EventWriter, OnDurable, Retention, StoreError, WriterOptions,
+    WriterStats,
 };
 use tokio::sync::oneshot;
 
@@ -135,6 +138,14 @@ impl Batch {
         }
     }
 
+    /// Whether the batch's input is a durable log its source can read again (the lines of a
+    /// tailed file): its events skip the WAL and are acknowledged once stored in segments,
+    /// which is when the tailer's checkpoint may move past them. A webhook body exists only in
+    /// the request, so it goes through the WAL.
+    fn is_rereadable(&self) -> bool {
+        matches!(self.framing, Framing::Lines(_))
+    }
+
     /// Decodes, transforms and appends the batch's events to the writer.
     fn append_to(&self, writer: &mut EventWriter) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
@@ -146,7 +157,12 @@ impl Batch {
                 }
                 match self.transforms.apply(&mut event, &self.cluster) {
                     Verdict::Keep { .. } => {
-                        match writer.append(&event, &self.cluster, self.ingest_micros) {
+                        let appended = if self.is_rereadable() {
+                            writer.append_unlogged(&event, &self.cluster, self.ingest_micros)
+                        } else {
+                            writer.append(&event, &self.cluster, self.ingest_micros)
+                        };
+                        match appended {
                             Ok(Appended::Accepted) => outcome.accepted += 1,
                             Ok(Appended::Duplicate) => outcome.duplicates += 1,
                             Err(e) => failure = Some(e),
@@ -231,9 +247,11 @@ pub enum IngestError {
 /// The acknowledgement of a batch: resolves once it is durable (or failed).
 pub type Ack = oneshot::Receiver<Result<BatchOutcome, IngestError>>;
 
+type Reply = oneshot::Sender<Result<BatchOutcome, IngestError>>;
+
 struct Queued {
     batch: Batch,
-    reply: oneshot::Sender<Result<BatchOutcome, IngestError>>,
+    reply: Reply,
 }
 
 /// Counters of the sink, for metrics and status.
@@ -496,34 +514,26 @@ impl WriterLoop {
         self.stats.queued_events.fetch_sub(events, Ordering::AcqRel);
         match (result, self.writer.as_mut()) {
             (Ok(outcomes), Some(writer)) => {
-                // The bodies and lines are not needed any more: only the replies wait for the
-                // WAL's thread, while this thread decodes the next group.
-                let replies: Vec<_> = group.into_iter().map(|queued| queued.reply).collect();
-                let stats = self.stats.clone();
-                writer.commit_then(Box::new(move |durable| match durable {
-                    Ok(()) => {
-                        stats.commits.fetch_add(1, Ordering::Relaxed);
-                        if outcomes.iter().any(|outcome| outcome.accepted > 0) {
-                            stats
-                                .last_accepted_micros
-                                .store(now_micros(), Ordering::Relaxed);
-                        }
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            stats
-                                .accepted
-                                .fetch_add(outcome.accepted, Ordering::Relaxed);
-                            stats
-                                .duplicates
-                                .fetch_add(outcome.duplicates, Ordering::Relaxed);
-                            let _ = reply.send(Ok(outcome));
-                        }
-                    }
-                    Err(reason) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(IngestError::Unavailable(reason.clone())));
-                        }
-                    }
-                }));
+                // The bodies and lines are not needed any more: only the replies wait, for the
+                // WAL's fsync (webhook bodies) or the segment commit (lines of files), while
+                // this thread decodes the next group.
+                let (unlogged, logged): (Vec<_>, Vec<_>) = group
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(queued, outcome)| (queued.batch.is_rereadable(), queued.reply, outcome))
+                    .partition(|(rereadable, _, _)| *rereadable);
+                let replies = |batches: Vec<(bool, Reply, BatchOutcome)>| {
+                    batches
+                        .into_iter()
+                        .map(|(_, reply, outcome)| (reply, outcome))
+                        .collect::<Vec<_>>()
+                };
+                if !logged.is_empty() {
+                    writer.commit_then(acknowledge(self.stats.clone(), replies(logged), true));
+                }
+                if !unlogged.is_empty() {
+                    writer.stored_then(acknowledge(self.stats.clone(), replies(unlogged), false));
+                }
             }
             (result, _) => {
                 let reason = result.err().map_or_else(String::new, |e| e.to_string());
@@ -609,6 +619,41 @@ pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The callback answering batches once their events are durable: counts them and replies.
+/// `commit` tells a WAL group commit (counted as one) from a segment commit.
+fn acknowledge(
+    stats: Arc<IngestStats>,
+    replies: Vec<(Reply, BatchOutcome)>,
+    commit: bool,
+) -> OnDurable {
+    Box::new(move |durable| match durable {
+        Ok(()) => {
+            if commit {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            if replies.iter().any(|(_, outcome)| outcome.accepted > 0) {
+                stats
+                    .last_accepted_micros
+                    .store(now_micros(), Ordering::Relaxed);
+            }
+            for (reply, outcome) in replies {
+                stats
+                    .accepted
+                    .fetch_add(outcome.accepted, Ordering::Relaxed);
+                stats
+                    .duplicates
+                    .fetch_add(outcome.duplicates, Ordering::Relaxed);
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(reason) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(IngestError::Unavailable(reason.clone())));
+            }
+        }
+    })
 }
 
 fn append_group(

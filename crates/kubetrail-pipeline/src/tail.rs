@@ -11,10 +11,12 @@
 //!
 //! **Progress.** Each fingerprint has an offset: the bytes of complete lines whose events the
 //! store has acknowledged. Only complete lines are read — a partial last line waits until the
-//! API server finishes it. Offsets advance only after the acknowledgement, and the checkpoint
-//! file (`checkpoints.json`, written atomically) is saved every second and at shutdown, so a
-//! restart resumes where the last acknowledged batch ended: nothing is lost, and what is read
-//! again after a crash is recognised by the store as duplicates. Files that rotated while
+//! API server finishes it. The file is itself a durable log, so its events skip the store's WAL:
+//! a chunk is acknowledged once the Parquet segment holding its events is committed. Offsets
+//! advance only after the acknowledgement, and the checkpoint file (`checkpoints.json`, written
+//! atomically) is saved every second and at shutdown, so a restart resumes where the last
+//! acknowledged chunk ended: nothing is lost, and what is read again after a crash is
+//! recognised by the store as duplicates. Files that rotated while
 //! kubetrail was stopped are found by fingerprint if the glob matches the rotated names
 //! (`audit*.log*`), and their remaining lines are read. A container log line split in pieces
 //! (CRI `P` records, Docker records without a newline) is joined in the decoder's memory, so
@@ -36,6 +38,8 @@ use std::time::{Duration, Instant};
 use flate2::read::MultiGzDecoder;
 use kubetrail_event::{DecodeOptions, Decoder};
 use serde::{Deserialize, Serialize};
+
+use tokio::sync::oneshot::error::TryRecvError;
 
 use crate::ingest::{Ack, Batch, Ingest, IngestError, now_micros};
 use crate::transform::Transforms;
@@ -136,13 +140,26 @@ const MAX_CHECKPOINTS: usize = 1000;
 const FINGERPRINT_BYTES: usize = 256;
 /// Bytes read at a time.
 const CHUNK: usize = 4 << 20;
-/// Chunks queued but not yet acknowledged, per file.
-const MAX_IN_FLIGHT: usize = 4;
+/// Events (lines) of a file queued but not yet acknowledged. Acknowledgements come with segment
+/// commits, every 25,000 events in `serve` (`IngestOptions::new`): this lets a few hand-offs be
+/// in flight, so reading never waits for one. Memory is bounded by the store's admission control
+/// (queued, undecoded events) and its pending rows, not by this.
+const MAX_IN_FLIGHT_EVENTS: u64 = 100_000;
+
+/// How long [`Tailer::settle`] waits.
+#[derive(Clone, Copy)]
+enum Settle {
+    /// Takes the acknowledgements that arrived, without waiting.
+    Ready,
+    /// Waits while this many lines or more are in flight.
+    Below(u64),
+}
 
 /// A chunk of lines handed to the store, waiting for its acknowledgement.
 struct InFlight {
     ack: Ack,
     bytes: u64,
+    lines: u64,
 }
 
 struct Tracked {
@@ -153,6 +170,8 @@ struct Tracked {
     gzip: bool,
     /// Bytes of complete lines acknowledged.
     offset: u64,
+    /// Chunks after `offset` handed to the store, oldest first, waiting for acknowledgement.
+    in_flight: VecDeque<InFlight>,
     /// A gzip file read to its end.
     finished: bool,
     /// Plain files stay open, so lines written just before a rename or deletion are still
@@ -177,9 +196,20 @@ impl Tracked {
         self.pending_line_start.unwrap_or(self.offset)
     }
 
-    /// Starts over at `offset` with a fresh decoder.
+    /// Where reading continues: after the chunks in flight.
+    fn read_offset(&self) -> u64 {
+        self.offset + self.in_flight.iter().map(|c| c.bytes).sum::<u64>()
+    }
+
+    fn lines_in_flight(&self) -> u64 {
+        self.in_flight.iter().map(|c| c.lines).sum()
+    }
+
+    /// Starts over at `offset` with a fresh decoder, forgetting the chunks in flight (their
+    /// lines are read again, and their events recognised as duplicates).
     fn restart_at(&mut self, offset: u64, decode: &DecodeOptions) {
         self.offset = offset;
+        self.in_flight.clear();
         self.decoder = Arc::new(Mutex::new(Decoder::new(decode.clone())));
         self.decoder_start = offset;
         self.pending_line_start = None;
@@ -197,8 +227,6 @@ pub struct Tailer {
     checkpoints_dirty: bool,
     first_start: bool,
     tracked: Vec<Tracked>,
-    /// Of the file being read; empty between reads.
-    in_flight: VecDeque<InFlight>,
 }
 
 /// Why the checkpoint file could not be used.
@@ -271,7 +299,6 @@ impl Tailer {
             checkpoints_dirty: first_start,
             first_start,
             tracked: Vec::new(),
-            in_flight: VecDeque::new(),
         })
     }
 
@@ -385,6 +412,7 @@ impl Tailer {
             fingerprint,
             gzip,
             offset,
+            in_flight: VecDeque::new(),
             finished: false,
             handle,
             seen: Instant::now(),
@@ -399,10 +427,11 @@ impl Tailer {
         let path = self.tracked[index].path.clone();
         let same_file = fs::metadata(&path)
             .is_ok_and(|m| identity(&m) == (self.tracked[index].device, self.tracked[index].inode));
+        self.settle(index, Settle::Ready);
         if self.tracked[index].gzip {
             if !self.tracked[index].finished && same_file {
                 self.read_gzip(index);
-                self.settle(index, 0);
+                self.settle(index, Settle::Ready);
             }
             return same_file && !self.stale(index);
         }
@@ -414,7 +443,7 @@ impl Tailer {
         else {
             return false;
         };
-        if size < self.tracked[index].offset {
+        if size < self.tracked[index].read_offset() {
             // copytruncate (or truncation by hand): the content before is in the copy, if any.
             tracing::info!(file = %path.display(), "file truncated; reading it from the start");
             self.tracked[index].restart_at(0, &self.options.decode);
@@ -423,9 +452,9 @@ impl Tailer {
                 _ => return false,
             }
         }
-        if size > self.tracked[index].offset {
+        if size > self.tracked[index].read_offset() {
             self.read_plain(index);
-            self.settle(index, 0);
+            self.settle(index, Settle::Ready);
         }
         // A file renamed out of the patterns or deleted is drained through its open handle,
         // then kept a while in case its last line is still being written.
@@ -445,7 +474,7 @@ impl Tailer {
         else {
             return;
         };
-        let start = self.tracked[index].offset;
+        let start = self.tracked[index].read_offset();
         if file.seek(SeekFrom::Start(start)).is_err() {
             return;
         }
@@ -476,7 +505,7 @@ impl Tailer {
                 continue;
             };
             let complete = last_newline + 1;
-            if !self.deliver(index, &buffer[..complete]) {
+            if !self.deliver(index, &buffer[..complete], complete as u64) {
                 return;
             }
             buffer.copy_within(complete..filled, 0);
@@ -492,11 +521,11 @@ impl Tailer {
         let Ok(file) = File::open(&path) else {
             return;
         };
-        let skip = self.tracked[index].offset;
-        if skip == u64::MAX {
+        if self.tracked[index].offset == u64::MAX {
             self.tracked[index].finished = true;
             return;
         }
+        let skip = self.tracked[index].read_offset();
         let mut reader = MultiGzDecoder::new(BufReader::new(file));
         if io::copy(&mut (&mut reader).take(skip), &mut io::sink()).is_err() {
             return;
@@ -514,14 +543,15 @@ impl Tailer {
             filled += n;
             if n == 0 {
                 if filled > 0 {
-                    // A final line without a newline in a finished file is still a line.
+                    // A final line without a newline in a finished file is still a line: it is
+                    // decoded with one, and counts its own bytes only.
                     let mut last = buffer[..filled].to_vec();
-                    last.push(b'\n');
-                    if !self.deliver(index, &last) || !self.settle(index, 0) {
+                    if last.last() != Some(&b'\n') {
+                        last.push(b'\n');
+                    }
+                    if !self.deliver(index, &last, filled as u64) {
                         return;
                     }
-                    self.tracked[index].offset -= 1;
-                    self.sync_checkpoint(index);
                 }
                 self.tracked[index].finished = true;
                 return;
@@ -530,7 +560,7 @@ impl Tailer {
                 match memchr::memrchr(b'\n', &buffer[..filled]) {
                     Some(last_newline) => {
                         let complete = last_newline + 1;
-                        if !self.deliver(index, &buffer[..complete]) {
+                        if !self.deliver(index, &buffer[..complete], complete as u64) {
                             return;
                         }
                         buffer.copy_within(complete..filled, 0);
@@ -543,24 +573,26 @@ impl Tailer {
     }
 
     /// Queues complete lines for the store, which decodes them with this file's decoder. Up
-    /// to [`MAX_IN_FLIGHT`] chunks wait for their acknowledgement at once, so reading the next
-    /// chunk overlaps with storing the previous one; offsets advance only as acknowledgements
-    /// arrive, in order. False when a batch could not be stored (the same lines are read
-    /// again later).
-    fn deliver(&mut self, index: usize, lines: &[u8]) -> bool {
+    /// to [`MAX_IN_FLIGHT_EVENTS`] wait for their acknowledgement at once, so reading the next
+    /// chunk overlaps with storing the previous ones; offsets advance only as acknowledgements
+    /// arrive, in order, by `file_bytes` each (the lines' bytes in the file). False when a batch
+    /// could not be stored (the same lines are read again later).
+    fn deliver(&mut self, index: usize, lines: &[u8], file_bytes: u64) -> bool {
         let batch = Batch::lines(
             self.options.cluster.clone(),
             lines.to_vec(),
             self.tracked[index].decoder.clone(),
             self.transforms.clone(),
         );
+        let line_count = memchr::memchr_iter(b'\n', lines).count() as u64;
         match self.ingest.queue(batch, &self.stop) {
             Ok(ack) => {
-                self.in_flight.push_back(InFlight {
+                self.tracked[index].in_flight.push_back(InFlight {
                     ack,
-                    bytes: lines.len() as u64,
+                    bytes: file_bytes,
+                    lines: line_count,
                 });
-                self.settle(index, MAX_IN_FLIGHT - 1)
+                self.settle(index, Settle::Below(MAX_IN_FLIGHT_EVENTS))
             }
             Err(e) => {
                 self.abandon(index, &e);
@@ -569,18 +601,36 @@ impl Tailer {
         }
     }
 
-    /// Waits for acknowledgements until at most `keep` chunks are in flight, advancing the
-    /// offset of each acknowledged chunk. False when one failed.
-    fn settle(&mut self, index: usize, keep: usize) -> bool {
-        while self.in_flight.len() > keep {
-            let Some(chunk) = self.in_flight.pop_front() else {
-                break;
+    /// Takes acknowledgements in order, advancing the offset of each acknowledged chunk: those
+    /// that arrived ([`Settle::Ready`]), or waiting for them until fewer lines are in flight
+    /// than a bound ([`Settle::Below`]). False when one failed.
+    fn settle(&mut self, index: usize, until: Settle) -> bool {
+        loop {
+            let tracked = &mut self.tracked[index];
+            let wait = match until {
+                Settle::Ready => false,
+                Settle::Below(bound) => tracked.lines_in_flight() >= bound,
             };
-            let outcome = match chunk
-                .ack
-                .blocking_recv()
-                .unwrap_or(Err(IngestError::ShuttingDown))
-            {
+            let (answer, bytes) = if wait {
+                let Some(chunk) = tracked.in_flight.pop_front() else {
+                    return true;
+                };
+                (chunk.ack.blocking_recv().ok(), chunk.bytes)
+            } else {
+                let Some(chunk) = tracked.in_flight.front_mut() else {
+                    return true;
+                };
+                let answer = match chunk.ack.try_recv() {
+                    Err(TryRecvError::Empty) => return true,
+                    Ok(answer) => Some(answer),
+                    Err(TryRecvError::Closed) => None,
+                };
+                let bytes = chunk.bytes;
+                tracked.in_flight.pop_front();
+                (answer, bytes)
+            };
+            let answer = answer.unwrap_or(Err(IngestError::ShuttingDown));
+            let outcome = match answer {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     self.abandon(index, &e);
@@ -597,24 +647,22 @@ impl Tailer {
                 .filtered
                 .fetch_add(outcome.filtered, Ordering::Relaxed);
             let tracked = &mut self.tracked[index];
-            tracked.offset += chunk.bytes;
+            tracked.offset += bytes;
             tracked.pending_line_start = outcome
                 .pending_line_start
                 .map(|start| tracked.decoder_start + start);
             self.stats
                 .events
                 .fetch_add(outcome.kept(), Ordering::Relaxed);
-            self.stats.bytes.fetch_add(chunk.bytes, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
             self.sync_checkpoint(index);
         }
-        true
     }
 
     /// A batch was not stored: forget what is in flight and read again from the last
     /// acknowledged offset (chunks stored after it come again and are deduplicated).
     fn abandon(&mut self, index: usize, error: &IngestError) {
         tracing::warn!(file = %self.tracked[index].path.display(), %error, "events not stored; they will be read again");
-        self.in_flight.clear();
         // The decoder has consumed these lines; they are fed again to a fresh one from the
         // last acknowledged offset, or the start of a split line it was holding (line numbers
         // in messages restart, nothing is lost).

@@ -24,7 +24,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -128,11 +128,74 @@ enum Maintenance {
 struct Shared {
     failure: Mutex<Option<String>>,
     stats: Arc<WriterStats>,
+    stored_waiters: Mutex<StoredWaiters>,
+}
+
+/// Callbacks of [`EventWriter::stored_then`], each waiting for a hand-off to be committed.
+#[derive(Default)]
+struct StoredWaiters {
+    /// Hand-offs the segment thread has finished with (committed or failed), in order.
+    finished: u64,
+    /// The hand-off each callback waits for.
+    waiting: Vec<(u64, OnDurable)>,
 }
 
 impl Shared {
     fn failed(&self) -> Option<String> {
         self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Runs `then` once hand-off number `handoff` (1-based) is finished, now if it is.
+    fn when_stored(&self, handoff: u64, then: OnDurable) {
+        let mut waiters = self
+            .stored_waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if waiters.finished < handoff {
+            waiters.waiting.push((handoff, then));
+            return;
+        }
+        drop(waiters);
+        then(self.failed().map_or(Ok(()), Err));
+    }
+
+    /// One more hand-off is finished: runs the callbacks waiting for it, with the failure, if
+    /// any, that stopped the segments.
+    fn handoff_finished(&self) {
+        let ready: Vec<OnDurable> = {
+            let mut waiters = self
+                .stored_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            waiters.finished += 1;
+            let finished = waiters.finished;
+            let (ready, waiting) = std::mem::take(&mut waiters.waiting)
+                .into_iter()
+                .partition(|(handoff, _)| *handoff <= finished);
+            waiters.waiting = waiting;
+            ready.into_iter().map(|(_, then)| then).collect()
+        };
+        let result = self.failed().map_or(Ok(()), Err);
+        for then in ready {
+            then(result.clone());
+        }
+    }
+
+    /// The writer is gone: callbacks still waiting will never see their events stored.
+    fn abandon_waiters(&self) {
+        let waiting = std::mem::take(
+            &mut self
+                .stored_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .waiting,
+        );
+        let reason = self
+            .failed()
+            .unwrap_or_else(|| "the store was closed before these events were stored".to_owned());
+        for (_, then) in waiting {
+            then(Err(reason.clone()));
+        }
     }
 }
 
@@ -147,6 +210,8 @@ pub struct EventWriter {
     /// The sizes of the largest batch handed off so far, to allocate the next one's buffers.
     batch_sizes: Option<BatchSizes>,
     pending_since: Option<Instant>,
+    /// Hand-offs sent to the segment thread so far.
+    handoffs: u64,
     wal: Wal,
     jobs: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -212,6 +277,7 @@ impl EventWriter {
             pending_rows: 0,
             batch_sizes: None,
             pending_since: None,
+            handoffs: 0,
             wal,
             jobs: Some(jobs),
             thread: Some(thread),
@@ -327,11 +393,12 @@ impl EventWriter {
     }
 
     /// Adds an event without writing it to the WAL, for a caller whose input is itself a
-    /// durable log it can read again (an import of files): the event is stored once the segment
-    /// holding it is committed ([`sync`](Self::sync), [`close`](Self::close)). A crash before
-    /// that loses nothing that was reported stored, and reading the input again stores the
-    /// event once. Skipping the log spares writing, checksumming and deleting every byte a
-    /// second time (a tenth of an import's time).
+    /// durable log it can read again (an import of files, a tailed audit log): the event is
+    /// stored once the segment holding it is committed ([`stored_then`](Self::stored_then),
+    /// [`sync`](Self::sync), [`close`](Self::close)). A crash before that loses nothing that was
+    /// reported stored, and reading the input again stores the event once. Skipping the log
+    /// spares writing, checksumming and deleting every byte a second time (a tenth of an
+    /// import's time).
     pub fn append_unlogged(
         &mut self,
         event: &AuditEvent<'_>,
@@ -393,6 +460,15 @@ impl EventWriter {
         self.wal.commit_then(Some(then));
     }
 
+    /// `then` runs on the segment thread once every event appended so far is in committed
+    /// segments (or with the reason it cannot be): the acknowledgement of events appended with
+    /// [`append_unlogged`](Self::append_unlogged). Pending events wait for the next
+    /// [`flush`](Self::flush).
+    pub fn stored_then(&mut self, then: OnDurable) {
+        let handoff = self.handoffs + u64::from(self.pending_rows > 0);
+        self.shared.when_stored(handoff, then);
+    }
+
     fn count_commit(&self) {
         if self.wal.uncommitted_bytes() > 0 {
             self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -436,6 +512,7 @@ impl EventWriter {
         let rows = self.pending_rows as u64;
         self.pending_rows = 0;
         self.pending_since = None;
+        self.handoffs += 1;
         self.send(Job::Store {
             days,
             rows,
@@ -521,6 +598,7 @@ impl EventWriter {
         {
             let _ = thread.join();
         }
+        self.shared.abandon_waiters();
     }
 }
 
@@ -543,6 +621,7 @@ fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, sh
                 if shared.failed().is_some() {
                     // Order matters: after a failed hand-off, later ones must not delete the
                     // WAL files the failed one still needs.
+                    shared.handoff_finished();
                     continue;
                 }
                 let result = days
@@ -563,11 +642,12 @@ fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, sh
                     Err(e) => {
                         if let Ok(mut failure) = shared.failure.lock() {
                             *failure = Some(format!(
-                                "cannot write segments: {e}; the events are kept in the write-ahead log and stored when the store is opened again"
+                                "cannot write segments: {e}; events in the write-ahead log are kept and stored when the store is opened again, events of files are read again"
                             ));
                         }
                     }
                 }
+                shared.handoff_finished();
             }
             Job::Barrier(done) => {
                 let _ = done.send(());
