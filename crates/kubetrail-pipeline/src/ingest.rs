@@ -447,11 +447,20 @@ struct WriterLoop {
     last_compaction: Instant,
     last_retention: Option<Instant>,
     last_reopen: Instant,
+    /// When the last group of a backlog was taken.
+    last_backlog: Option<Instant>,
 }
 
 /// Most events one group commit takes, so acknowledgements are not held back too long and the
 /// two WAL buffers (one filled here, one written by the WAL's thread) stay small.
 const MAX_GROUP_EVENTS: u64 = 10_000;
+
+/// A group this large means batches were waiting: a backlog (a file read from behind, a burst).
+const BACKLOG_GROUP_EVENTS: u64 = 1_000;
+
+/// Pending events of files are stored as soon as the sink is idle if a backlog ended this
+/// recently.
+const BACKLOG_DRAINED_WITHIN: Duration = Duration::from_secs(2);
 
 impl WriterLoop {
     fn new(writer: EventWriter, options: IngestOptions, stats: Arc<IngestStats>) -> Self {
@@ -462,6 +471,7 @@ impl WriterLoop {
             last_compaction: Instant::now(),
             last_retention: None,
             last_reopen: Instant::now(),
+            last_backlog: None,
         }
     }
 
@@ -487,10 +497,14 @@ impl WriterLoop {
                     }
                 }
             }
-            if !group.is_empty() {
+            let idle = group.is_empty();
+            if events >= BACKLOG_GROUP_EVENTS {
+                self.last_backlog = Some(Instant::now());
+            }
+            if !idle {
                 self.commit_group(group, events);
             }
-            self.maintain();
+            self.maintain(idle);
         }
         if let Some(writer) = self.writer.take()
             && let Err(e) = writer.close()
@@ -558,7 +572,8 @@ impl WriterLoop {
         self.last_reopen = Instant::now();
     }
 
-    fn maintain(&mut self) {
+    /// Flushes, compacts and applies retention when due. `idle`: no batch came for a while.
+    fn maintain(&mut self, idle: bool) {
         let Some(writer) = self.writer.as_mut() else {
             if self.last_reopen.elapsed() >= Duration::from_secs(5) {
                 self.reopen();
@@ -570,11 +585,20 @@ impl WriterLoop {
             return;
         }
         let (pending, age) = writer.pending();
-        let result = if pending > 0 && age.is_some_and(|a| a >= self.options.flush_interval) {
-            writer.flush()
-        } else {
-            Ok(())
-        };
+        // Events of files are durable, and their tailer's checkpoint moves, only once stored:
+        // when a backlog has just been read, its last events are stored without waiting for
+        // the interval. A file written slowly still makes a segment per interval, not per poll.
+        let caught_up = idle
+            && writer.pending_unlogged() > 0
+            && self
+                .last_backlog
+                .is_some_and(|at| at.elapsed() < BACKLOG_DRAINED_WITHIN);
+        let result =
+            if caught_up || pending > 0 && age.is_some_and(|a| a >= self.options.flush_interval) {
+                writer.flush()
+            } else {
+                Ok(())
+            };
         if let Err(e) = result {
             self.fail(&e.to_string());
             return;

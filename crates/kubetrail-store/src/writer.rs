@@ -207,6 +207,8 @@ pub struct EventWriter {
     keys: KeySet,
     pending: BTreeMap<i64, EventBatchBuilder>,
     pending_rows: usize,
+    /// Of the pending rows, those appended without the WAL.
+    pending_unlogged: usize,
     /// The sizes of the largest batch handed off so far, to allocate the next one's buffers.
     batch_sizes: Option<BatchSizes>,
     pending_since: Option<Instant>,
@@ -275,6 +277,7 @@ impl EventWriter {
             keys,
             pending: BTreeMap::new(),
             pending_rows: 0,
+            pending_unlogged: 0,
             batch_sizes: None,
             pending_since: None,
             handoffs: 0,
@@ -426,6 +429,8 @@ impl EventWriter {
                 ingest_micros,
                 json: event.raw.as_str().as_bytes(),
             });
+        } else {
+            self.pending_unlogged += 1;
         }
         self.shared.stats.appended.fetch_add(1, Ordering::Relaxed);
         if self.pending_rows >= self.options.flush_rows {
@@ -483,6 +488,11 @@ impl EventWriter {
         )
     }
 
+    /// Pending events appended without the WAL: durable only once flushed.
+    pub fn pending_unlogged(&self) -> usize {
+        self.pending_unlogged
+    }
+
     /// Commits the WAL and hands the pending events to the segment thread (blocking while a
     /// previous hand-off still waits).
     pub fn flush(&mut self) -> Result<(), StoreError> {
@@ -511,6 +521,7 @@ impl EventWriter {
             .collect();
         let rows = self.pending_rows as u64;
         self.pending_rows = 0;
+        self.pending_unlogged = 0;
         self.pending_since = None;
         self.handoffs += 1;
         self.send(Job::Store {
