@@ -2,8 +2,8 @@
 //!
 //! Appended events are framed into an in-memory buffer; a commit hands the buffer to the log's
 //! own thread, which checksums the records, writes them and fsyncs the file (`fdatasync`), and
-//! only then are the events acknowledged (the webhook answers 2xx, a tailed chunk's offset
-//! advances, an import counts them). Many appends share one commit: that is the group commit
+//! only then are the events acknowledged (the webhook answers 2xx, an import from stdin counts
+//! them; files, which can be read again, skip the log). Many appends share one commit: that is the group commit
 //! that makes durability affordable. The thread lets the caller decode and frame the next group
 //! while the disk works on this one; the write and the wait for the disk were a sixth of the
 //! writer thread's time, and the checksums another twentieth (that thread decodes every event
@@ -11,7 +11,7 @@
 //!
 //! The log is a sequence of files `wal/<sequence>.wal`. When the pending events are handed to the
 //! Parquet writer, the current file is closed and a new one started; once their segments are
-//! committed, every file up to the closed one is deleted. Reopening after a crash replays the
+//! committed, every file up to the closed one is deleted by the [`Reaper`], a slice at a time. Reopening after a crash replays the
 //! remaining files: events already in Parquet are recognised as duplicates, so every accepted
 //! event ends up stored exactly once.
 //!
@@ -24,9 +24,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::error::StoreError;
 
@@ -119,7 +120,105 @@ pub(crate) fn files(data_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> 
     Ok(found)
 }
 
-/// Deletes every WAL file up to and including `sequence` (their events are in Parquet).
+/// A spent file, renamed so that no replay reads it while the [`Reaper`] shrinks it.
+const SPENT_SUFFIX: &str = ".spent";
+/// Bytes a spent file shrinks by at a time.
+const REAP_SLICE: u64 = 4 << 20;
+/// The pause between two slices.
+const REAP_PAUSE: Duration = Duration::from_millis(5);
+
+/// Deletes spent WAL files (their events are in committed segments) on its own thread, a
+/// slice at a time. Unlinking a 25 MB file at once frees all its blocks in one ext4 journal
+/// transaction, and the WAL's `fdatasync` issued meanwhile waited for it: strace caught an
+/// `unlink` of 44 ms and a concurrent `fdatasync` of 43 ms, against 0.7 ms typically, which
+/// showed as stalls in webhook acknowledgement latency. A file is first renamed aside (a crash
+/// then leaves a file no replay reads, deleted at the next open), then truncated in slices with
+/// pauses between them, then unlinked. Deleting late is harmless: a file replayed after a crash
+/// holds only duplicates.
+pub(crate) struct Reaper {
+    through: Option<Sender<u64>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reaper {
+    /// Deletes spent files a crash left, and starts the thread.
+    pub(crate) fn start(data_dir: &Path) -> Result<Reaper, StoreError> {
+        let dir = wal_dir(data_dir);
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.to_string_lossy().ends_with(SPENT_SUFFIX) {
+                    fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                }
+            }
+        }
+        let (through, requests) = channel::<u64>();
+        let thread_dir = data_dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("kubetrail-wal-reaper".to_owned())
+            .spawn(move || {
+                while let Ok(mut sequence) = requests.recv() {
+                    while let Ok(later) = requests.try_recv() {
+                        sequence = sequence.max(later);
+                    }
+                    if let Err(e) = reap_through(&thread_dir, sequence) {
+                        tracing::warn!(error = %e, "cannot delete a spent write-ahead log file; it is replayed (as duplicates) at the next start");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::io(&dir, e))?;
+        Ok(Reaper {
+            through: Some(through),
+            thread: Some(thread),
+        })
+    }
+
+    /// Deletes, soon, every WAL file up to and including `sequence`.
+    pub(crate) fn remove_through(&self, sequence: u64) {
+        if let Some(through) = &self.through {
+            let _ = through.send(sequence);
+        }
+    }
+}
+
+impl Drop for Reaper {
+    /// Finishes the deletions asked for.
+    fn drop(&mut self) {
+        self.through = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn reap_through(data_dir: &Path, sequence: u64) -> Result<(), StoreError> {
+    for (s, path) in files(data_dir)? {
+        if s > sequence {
+            break;
+        }
+        let mut spent = path.clone().into_os_string();
+        spent.push(SPENT_SUFFIX);
+        let spent = PathBuf::from(spent);
+        fs::rename(&path, &spent).map_err(|e| StoreError::io(&path, e))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&spent)
+            .map_err(|e| StoreError::io(&spent, e))?;
+        let mut len = file
+            .metadata()
+            .map_err(|e| StoreError::io(&spent, e))?
+            .len();
+        while len > REAP_SLICE {
+            len -= REAP_SLICE;
+            file.set_len(len).map_err(|e| StoreError::io(&spent, e))?;
+            std::thread::sleep(REAP_PAUSE);
+        }
+        drop(file);
+        fs::remove_file(&spent).map_err(|e| StoreError::io(&spent, e))?;
+    }
+    Ok(())
+}
+
+/// Deletes every WAL file up to and including `sequence` (their events are in Parquet) at once.
 pub(crate) fn remove_through(data_dir: &Path, sequence: u64) -> Result<(), StoreError> {
     for (s, path) in files(data_dir)? {
         if s <= sequence {
@@ -607,5 +706,32 @@ mod tests {
         remove_through(&dir, closed).unwrap();
         let left: Vec<u64> = files(&dir).unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(left, [2]);
+    }
+
+    #[test]
+    fn the_reaper_deletes_spent_files_in_slices_and_what_a_crash_left() {
+        let dir = temp_dir("reaper");
+        let mut wal = Wal::create(&dir).unwrap();
+        let big = vec![b'x'; 1 << 20];
+        for _ in 0..10 {
+            wal.append(&WalRecord {
+                cluster: "",
+                ingest_micros: 0,
+                json: &big,
+            });
+        }
+        let closed = wal.rotate();
+        wal.wait().unwrap();
+        assert!(fs::metadata(&files(&dir).unwrap()[0].1).unwrap().len() > REAP_SLICE);
+        // A file a crash left half reaped is never replayed, and goes at the next start.
+        let leftover = wal_dir(&dir).join(format!("{}{SPENT_SUFFIX}", file_name(99)));
+        fs::write(&leftover, b"half").unwrap();
+        let reaper = Reaper::start(&dir).unwrap();
+        assert!(!leftover.exists());
+        reaper.remove_through(closed);
+        drop(reaper);
+        let left: Vec<u64> = files(&dir).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(left, [2]);
+        assert_eq!(fs::read_dir(wal_dir(&dir)).unwrap().count(), 1);
     }
 }

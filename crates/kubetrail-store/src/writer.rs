@@ -38,7 +38,7 @@ use crate::segment::{
     self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
     SegmentOptions, events_dir, now_micros,
 };
-use crate::wal::{self, OnDurable, Wal, WalDamage, WalRecord};
+use crate::wal::{self, OnDurable, Reaper, Wal, WalDamage, WalRecord};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
@@ -257,9 +257,10 @@ impl EventWriter {
             let thread_dir = dir.to_path_buf();
             let shared = shared.clone();
             let segments = options.segments.clone();
+            let reaper = Reaper::start(dir)?;
             std::thread::Builder::new()
                 .name("kubetrail-segments".to_owned())
-                .spawn(move || segment_thread(&thread_dir, &segments, &receiver, &shared))
+                .spawn(move || segment_thread(&thread_dir, &segments, &receiver, &shared, &reaper))
                 .map_err(|e| StoreError::io(dir, e))?
         };
         let (maintenance, maintenance_jobs) = sync_channel(1);
@@ -621,7 +622,13 @@ impl Drop for EventWriter {
     }
 }
 
-fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, shared: &Shared) {
+fn segment_thread(
+    dir: &Path,
+    options: &SegmentOptions,
+    jobs: &Receiver<Job>,
+    shared: &Shared,
+    reaper: &Reaper,
+) {
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Store {
@@ -635,19 +642,17 @@ fn segment_thread(dir: &Path, options: &SegmentOptions, jobs: &Receiver<Job>, sh
                     shared.handoff_finished();
                     continue;
                 }
-                let result = days
-                    .iter()
-                    .try_for_each(|(day, batch)| {
-                        segment::write_day(dir, *day, batch, options).map(|_| {
-                            shared
-                                .stats
-                                .segments_written
-                                .fetch_add(1, Ordering::Relaxed);
-                        })
+                let result = days.iter().try_for_each(|(day, batch)| {
+                    segment::write_day(dir, *day, batch, options).map(|_| {
+                        shared
+                            .stats
+                            .segments_written
+                            .fetch_add(1, Ordering::Relaxed);
                     })
-                    .and_then(|()| wal::remove_through(dir, wal_through));
+                });
                 match result {
                     Ok(()) => {
+                        reaper.remove_through(wal_through);
                         shared.stats.stored.fetch_add(rows, Ordering::Relaxed);
                     }
                     Err(e) => {
