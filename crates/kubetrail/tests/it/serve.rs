@@ -199,6 +199,17 @@ fn refused_requests_get_the_right_status_and_are_counted() {
     )
     .unwrap();
     let server = Serve::start(&["--config", config.to_str().unwrap()]);
+    // The server restarted itself (same process) with glibc's mmap threshold fixed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let environ = std::fs::read(format!("/proc/{}/environ", server.child.id())).unwrap();
+        assert!(
+            environ
+                .split(|&b| b == 0)
+                .any(|var| var == b"MALLOC_MMAP_THRESHOLD_=8388608"),
+            "serve runs without its allocator setting"
+        );
+    }
     let client = reqwest::blocking::Client::new();
     let small = bodies()
         .into_iter()
