@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use flate2::read::MultiGzDecoder;
 use kubetrail_event::{DecodeOptions, Decoder};
 use serde::{Deserialize, Serialize};
-
 use tokio::sync::oneshot::error::TryRecvError;
 
 use crate::ingest::{Ack, Batch, Ingest, IngestError, now_micros};

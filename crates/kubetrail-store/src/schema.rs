@@ -335,6 +335,30 @@ impl EventBatchBuilder {
     }
 }
 
+/// Decodes one stored event (an `event` value or a WAL record: one JSON object as received) and
+/// hands it to `read`; None when the text holds no event.
+pub(crate) fn read_stored_event<R>(
+    json: &[u8],
+    read: impl FnOnce(&AuditEvent<'_>) -> R,
+) -> Option<R> {
+    let mut read = Some(read);
+    let mut result = None;
+    let mut take = |decoded: Decoded<'_>| {
+        if let Decoded::Event(event, _) = decoded
+            && let Some(read) = read.take()
+        {
+            result = Some(read(&event));
+        }
+    };
+    let mut decoder = Decoder::new(DecodeOptions {
+        format: Some(InputFormat::Json),
+        ..DecodeOptions::default()
+    });
+    decoder.feed(json, &mut take);
+    decoder.finish(&mut take);
+    result
+}
+
 /// A batch read from a segment written before the table had its `request_object` column,
 /// brought to the current schema with the request bodies taken from the stored events (which
 /// compaction then writes out); a batch of the current schema is returned as it is. The table
@@ -349,22 +373,12 @@ pub(crate) fn upgrade(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
         .column_by_name("event")
         .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| missing("event"))?;
-    let options = DecodeOptions {
-        format: Some(InputFormat::Json),
-        ..DecodeOptions::default()
-    };
     let mut bodies = StringBuilder::with_capacity(events.len(), 0);
     for event in events.iter() {
-        let mut body = None;
-        let mut take = |decoded: Decoded<'_>| {
-            if let Decoded::Event(e, _) = decoded {
-                body = e.request_object.map(|b| b.as_str().to_owned());
-            }
-        };
-        let mut decoder = Decoder::new(options.clone());
-        decoder.feed(event.unwrap_or_default().as_bytes(), &mut take);
-        decoder.finish(&mut take);
-        bodies.append_value(body.as_deref().unwrap_or(""));
+        let body = read_stored_event(event.unwrap_or_default().as_bytes(), |e| {
+            e.request_object.as_ref().map(|b| b.as_str().to_owned())
+        });
+        bodies.append_value(body.flatten().as_deref().unwrap_or(""));
     }
     let mut bodies = Some(Arc::new(bodies.finish()) as ArrayRef);
     let columns = current

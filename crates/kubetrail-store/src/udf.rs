@@ -12,7 +12,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use kubetrail_event::{DecodeOptions, Decoded, Decoder, InputFormat};
+
+use crate::schema::read_stored_event;
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
@@ -148,10 +149,6 @@ fn json_field_contains_text(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let events = string_views(&arrays[0])?;
     let keys = strings(&arrays[1])?;
     let needles = strings(&arrays[2])?;
-    let options = DecodeOptions {
-        format: Some(InputFormat::Json),
-        ..DecodeOptions::default()
-    };
     // The needle is the same on every row: its search is built once.
     let mut previous: Option<(&str, TextNeedle)> = None;
     let mut result = BooleanBuilder::with_capacity(events.len());
@@ -167,23 +164,16 @@ fn json_field_contains_text(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         };
         let search = &needle.1;
         let event = events.value(i);
-        let mut found = false;
-        if search.is_in(event) {
-            let key = keys.value(i);
-            let mut take = |decoded: Decoded<'_>| {
-                if let Decoded::Event(e, _) = decoded {
-                    let body = match key {
-                        "requestObject" => e.request_object,
-                        "responseObject" => e.response_object,
-                        _ => None,
-                    };
-                    found = body.is_some_and(|b| search.is_in(b.as_str()));
-                }
-            };
-            let mut decoder = Decoder::new(options.clone());
-            decoder.feed(event.as_bytes(), &mut take);
-            decoder.finish(&mut take);
-        }
+        let found = search.is_in(event)
+            && read_stored_event(event.as_bytes(), |e| {
+                let body = match keys.value(i) {
+                    "requestObject" => e.request_object.as_ref(),
+                    "responseObject" => e.response_object.as_ref(),
+                    _ => None,
+                };
+                body.is_some_and(|b| search.is_in(b.as_str()))
+            })
+            .unwrap_or(false);
         result.append_value(found);
         previous = Some(needle);
     }

@@ -29,11 +29,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use kubetrail_event::{AuditEvent, DecodeOptions, Decoded, Decoder, InputFormat};
+use kubetrail_event::AuditEvent;
 
 use crate::error::StoreError;
 use crate::keys::KeySet;
-use crate::schema::{BatchSizes, EventBatchBuilder};
+use crate::schema::{BatchSizes, EventBatchBuilder, read_stored_event};
 use crate::segment::{
     self, CompactionOptions, CompactionReport, DAY_MICROS, Retention, RetentionReport,
     SegmentOptions, events_dir, now_micros,
@@ -301,10 +301,6 @@ impl EventWriter {
         let Some((last, _)) = files.last() else {
             return Ok(());
         };
-        let options = DecodeOptions {
-            format: Some(InputFormat::Json),
-            ..DecodeOptions::default()
-        };
         for (_, path) in files {
             let mut records: Vec<(String, i64, Vec<u8>)> = Vec::new();
             let damage = wal::replay_file(&self.dir, path, |r| {
@@ -312,23 +308,12 @@ impl EventWriter {
             })?;
             self.recovery.wal_damage.extend(damage);
             for (cluster, ingest_micros, json) in records {
-                let mut decoder = Decoder::new(options.clone());
-                let mut event = None;
-                let mut take = |d: Decoded<'_>| {
-                    if let Decoded::Event(e, _) = d {
-                        event = Some(e.into_owned());
-                    }
-                };
-                decoder.feed(&json, &mut take);
-                decoder.finish(&mut take);
-                let Some(event) = event else {
-                    self.recovery.unreadable_records += 1;
-                    continue;
-                };
-                if self.insert_pending(&event, &cluster, ingest_micros) {
-                    self.recovery.replayed += 1;
-                } else {
-                    self.recovery.replayed_duplicates += 1;
+                match read_stored_event(&json, |event| {
+                    self.insert_pending(event, &cluster, ingest_micros)
+                }) {
+                    None => self.recovery.unreadable_records += 1,
+                    Some(true) => self.recovery.replayed += 1,
+                    Some(false) => self.recovery.replayed_duplicates += 1,
                 }
             }
         }
