@@ -531,22 +531,20 @@ impl WriterLoop {
                 // The bodies and lines are not needed any more: only the replies wait, for the
                 // WAL's fsync (webhook bodies) or the segment commit (lines of files), while
                 // this thread decodes the next group.
-                let (unlogged, logged): (Vec<_>, Vec<_>) = group
-                    .into_iter()
-                    .zip(outcomes)
-                    .map(|(queued, outcome)| (queued.batch.is_rereadable(), queued.reply, outcome))
-                    .partition(|(rereadable, _, _)| *rereadable);
-                let replies = |batches: Vec<(bool, Reply, BatchOutcome)>| {
-                    batches
-                        .into_iter()
-                        .map(|(_, reply, outcome)| (reply, outcome))
-                        .collect::<Vec<_>>()
-                };
+                let (mut logged, mut unlogged) = (Vec::new(), Vec::new());
+                for (queued, outcome) in group.into_iter().zip(outcomes) {
+                    let replies = if queued.batch.is_rereadable() {
+                        &mut unlogged
+                    } else {
+                        &mut logged
+                    };
+                    replies.push((queued.reply, outcome));
+                }
                 if !logged.is_empty() {
-                    writer.commit_then(acknowledge(self.stats.clone(), replies(logged), true));
+                    writer.commit_then(acknowledge(self.stats.clone(), logged, true));
                 }
                 if !unlogged.is_empty() {
-                    writer.stored_then(acknowledge(self.stats.clone(), replies(unlogged), false));
+                    writer.stored_then(acknowledge(self.stats.clone(), unlogged, false));
                 }
             }
             (result, _) => {
