@@ -19,7 +19,8 @@ use memchr::memchr;
 use sonic_rs::LazyValue;
 
 use crate::error::{IgnoreReason, Rejection, Skip, SkipReason};
-use crate::model::AuditEvent;
+use crate::json;
+use crate::model::{AuditEvent, RawJson};
 use crate::normalize::{Document, classify};
 use crate::wire::BoxedWireObject;
 
@@ -85,7 +86,33 @@ pub struct DecodeOptions {
     /// Lines and documents (an EventList, an Azure batch) larger than this are skipped without
     /// being buffered whole.
     pub max_document_bytes: usize,
+    /// Events whose JSON nests objects and arrays deeper than this are skipped as `too-deep`
+    /// (see [`DEFAULT_MAX_DEPTH`]).
+    pub max_depth: usize,
+    /// Skips carry the bad input ([`Skip::input`]), for sources that quarantine it.
+    pub keep_skipped_input: bool,
 }
+
+/// The deepest nesting an event may have by default. kube-apiserver records a request body
+/// that Go's JSON parser accepted, which allows 10,000 levels, one level down in the event; the
+/// margin covers that. Deeper input cannot come from an API server.
+pub const DEFAULT_MAX_DEPTH: usize = 10_100;
+
+/// The parser used for documents (sonic-rs) recurses once per level of nesting, so documents
+/// nested deeper than this are handed to it with their deep parts masked (see
+/// [`Decoder::deep_document`]). Its frames are small in release builds (about 250 bytes a
+/// level) but take about 25 KiB a level in debug builds, where 64 levels already fill a 2 MiB
+/// thread stack; 32 leaves room in both.
+const PARSER_DEPTH: usize = 32;
+
+/// Events nested deeper than this are marked with [`NESTING_ANNOTATION`]: deeper than many
+/// JSON libraries accept by default (serde_json's limit is 128, .NET's 64).
+const MARKED_DEPTH: usize = 128;
+
+/// The annotation added to an event nested deeper than 128 levels: its depth. Such events are
+/// stored and searched in full; the mark lets people find them (a patch nested thousands of
+/// levels deep is an attack on JSON parsers, not a configuration change).
+pub const NESTING_ANNOTATION: &str = "kubetrail.io/nesting-depth";
 
 impl Default for DecodeOptions {
     fn default() -> Self {
@@ -93,6 +120,8 @@ impl Default for DecodeOptions {
             format: None,
             max_event_bytes: 16 << 20,
             max_document_bytes: 256 << 20,
+            max_depth: DEFAULT_MAX_DEPTH,
+            keep_skipped_input: false,
         }
     }
 }
@@ -104,6 +133,8 @@ pub struct Origin {
     pub line: u64,
     /// The form it came in.
     pub format: InputFormat,
+    /// Its index in the `EventList` it came in.
+    pub item: Option<usize>,
 }
 
 /// What the decoder hands out.
@@ -231,6 +262,9 @@ impl Decoder {
         self.process(true, out);
         if let Some(partial) = self.partial.take() {
             out(Decoded::Skipped(Skip {
+                offset: None,
+                input: None,
+                item: None,
                 line: partial.line,
                 reason: SkipReason::Truncated,
                 message: format!(
@@ -356,10 +390,17 @@ impl Decoder {
         if bytes.is_empty() {
             return;
         }
+        let offset = self.line_start;
+        let input = self.options.keep_skipped_input.then_some(bytes);
+        let max = self.options.max_event_bytes;
+        let out = &mut |decoded: Decoded<'_>| out(locate(decoded, Some(offset), input, max));
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => {
                 out(Decoded::Skipped(Skip {
+                    offset: None,
+                    input: None,
+                    item: None,
                     line,
                     reason: SkipReason::InvalidUtf8,
                     message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
@@ -372,6 +413,9 @@ impl Decoder {
             _ => match CriLine::parse(text) {
                 Some(cri) => self.cri_line(cri, line, out),
                 None => out(Decoded::Skipped(Skip {
+                    offset: None,
+                    input: None,
+                    item: None,
                     line,
                     reason: SkipReason::InvalidJson,
                     message: format!("not JSON: the line starts with {:?}", preview(text)),
@@ -410,6 +454,9 @@ impl Decoder {
                             &buf[pos..pos + line_len.unwrap_or(buf.len() - pos)],
                         );
                         out(Decoded::Skipped(Skip {
+                            offset: None,
+                            input: None,
+                            item: None,
                             line: self.line + 1,
                             reason: SkipReason::InvalidJson,
                             message: format!("not JSON: the text starts with {:?}", preview(&text)),
@@ -437,6 +484,9 @@ impl Decoder {
                 None if eof => {
                     if !self.discarding {
                         out(Decoded::Skipped(Skip {
+                            offset: None,
+                            input: None,
+                            item: None,
                             line: self.line + 1,
                             reason: SkipReason::Truncated,
                             message: "the input ended inside a JSON value".to_owned(),
@@ -463,9 +513,15 @@ impl Decoder {
     }
 
     fn stream_value<F: FnMut(Decoded<'_>)>(&mut self, bytes: &[u8], line: u64, out: &mut F) {
+        let input = self.options.keep_skipped_input.then_some(bytes);
+        let max = self.options.max_event_bytes;
+        let out = &mut |decoded: Decoded<'_>| out(locate(decoded, None, input, max));
         match std::str::from_utf8(bytes) {
             Ok(text) => self.json_document(text, line, InputFormat::Json, false, out),
             Err(e) => out(Decoded::Skipped(Skip {
+                offset: None,
+                input: None,
+                item: None,
                 line,
                 reason: SkipReason::InvalidUtf8,
                 message: format!(
@@ -479,6 +535,112 @@ impl Decoder {
     /// A JSON document (`{…}` or `[…]`) found by the framing. `bare` is the format a bare event
     /// in it is attributed to.
     fn json_document<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        text: &str,
+        line: u64,
+        bare: InputFormat,
+        last: bool,
+        out: &mut F,
+    ) {
+        if json::nests_deeper_than(text.as_bytes(), PARSER_DEPTH) {
+            return self.deep_document(text, line, last, out, |decoder, masked, mut out| {
+                decoder.parsable_document(masked, line, bare, last, &mut out)
+            });
+        }
+        self.parsable_document(text, line, bare, last, out);
+    }
+
+    /// A document nested deeper than the parser may go. It is validated first (serde_json
+    /// validates without recursion, at any depth); then `decode` reads a copy in which every
+    /// value deeper than [`PARSER_DEPTH`] levels is masked (replaced by a number padded to the
+    /// same length, see [`json::mask`]), and the events it finds get their original text back:
+    /// the event itself, its bodies and unknown fields, which are the only places the masked
+    /// values can be. An event nested deeper than `max_depth` is skipped as `too-deep`, its
+    /// neighbours in the same document are not.
+    fn deep_document<F, D>(&mut self, text: &str, line: u64, last: bool, out: &mut F, decode: D)
+    where
+        F: FnMut(Decoded<'_>),
+        D: FnOnce(&mut Self, &str, &mut dyn FnMut(Decoded<'_>)),
+    {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            let reason = if e.is_eof() {
+                SkipReason::Truncated
+            } else {
+                SkipReason::InvalidJson
+            };
+            let message = e.to_string();
+            return out(Decoded::Skipped(skip_at(
+                Rejection { reason, message },
+                line,
+                last,
+                text,
+            )));
+        }
+        let masked = json::mask(text, &json::deep_regions(text.as_bytes(), PARSER_DEPTH));
+        let max_depth = self.options.max_depth;
+        let (keep, max_bytes) = (
+            self.options.keep_skipped_input,
+            self.options.max_event_bytes,
+        );
+        let mut restore = |decoded: Decoded<'_>| {
+            let (mut event, origin) = match decoded {
+                Decoded::Event(event, origin) => (event, origin),
+                Decoded::Skipped(mut skip) => {
+                    // A skipped item keeps its original text, not the masked copy's.
+                    if let Some(input) = &mut skip.input
+                        && let Some(start) = memchr::memmem::find(masked.as_bytes(), input)
+                    {
+                        let end = start + input.len();
+                        input.copy_from_slice(&text.as_bytes()[start..end]);
+                    }
+                    return out(Decoded::Skipped(skip));
+                }
+                other => return out(other),
+            };
+            // An event read from a string inside the document (a container log line) is not in
+            // the copy; its own text went through this check by itself.
+            let Some(span) = span_in(&masked, event.raw.as_str()) else {
+                return out(Decoded::Event(event, origin));
+            };
+            let original = &text[span];
+            let depth = json::nesting_depth(original.as_bytes());
+            if depth > max_depth {
+                return out(Decoded::Skipped(Skip {
+                    offset: None,
+                    input: keep
+                        .then(|| original.as_bytes()[..original.len().min(max_bytes)].to_vec()),
+                    item: origin.item,
+                    line: origin.line,
+                    reason: SkipReason::TooDeep,
+                    message: format!(
+                        "the event nests {depth} levels of JSON, deeper than the limit of {max_depth}"
+                    ),
+                }));
+            }
+            if depth > PARSER_DEPTH {
+                restore_masked(&mut event, &masked, text);
+            }
+            if depth > MARKED_DEPTH {
+                let depth = depth.to_string();
+                event
+                    .annotations
+                    .retain(|(key, _)| key != NESTING_ANNOTATION);
+                event
+                    .annotations
+                    .push((Cow::Borrowed(NESTING_ANNOTATION), Cow::Owned(depth.clone())));
+                event.raw = RawJson(Cow::Owned(with_annotation(
+                    event.raw.as_str(),
+                    NESTING_ANNOTATION,
+                    &depth,
+                )));
+            }
+            out(Decoded::Event(event, origin));
+        };
+        decode(self, &masked, &mut restore);
+    }
+
+    /// A document the parser can read without running out of stack (see [`PARSER_DEPTH`]).
+    fn parsable_document<F: FnMut(Decoded<'_>)>(
         &mut self,
         text: &str,
         line: u64,
@@ -523,7 +685,12 @@ impl Decoder {
                 if !accept(bare) {
                     return out(Decoded::Skipped(wrong_format(line, forced, bare)));
                 }
-                self.emit(event, Origin { line, format: bare }, out);
+                let origin = Origin {
+                    line,
+                    format: bare,
+                    item: None,
+                };
+                self.emit(event, origin, out);
             }
             Document::EventList(items) => {
                 if !accept(InputFormat::EventList) {
@@ -538,6 +705,7 @@ impl Decoder {
                         &item.as_raw_cow(),
                         line,
                         InputFormat::EventList,
+                        Some(index),
                         out,
                         || format!("EventList item {index}"),
                     );
@@ -558,11 +726,17 @@ impl Decoder {
                             self.azure_record(category.as_deref(), &log, line, out)
                         }
                         Ok(_) => out(Decoded::Skipped(Skip {
+                            offset: None,
+                            input: None,
+                            item: None,
                             line,
                             reason: SkipReason::InvalidEnvelope,
                             message: format!("Azure record {index} has no `properties.log`"),
                         })),
                         Err(rejection) => out(Decoded::Skipped(Skip {
+                            offset: None,
+                            input: None,
+                            item: None,
                             line,
                             reason: SkipReason::InvalidEnvelope,
                             message: format!("Azure record {index}: {}", rejection.message),
@@ -620,34 +794,73 @@ impl Decoder {
         let raw = log.as_raw_cow();
         if raw.starts_with('"') {
             match sonic_rs::from_str::<String>(&raw) {
-                Ok(text) => self.nested_event(text.trim(), line, InputFormat::Azure, out, || {
-                    "Azure record `properties.log`".to_owned()
-                }),
+                Ok(text) => {
+                    self.nested_event(text.trim(), line, InputFormat::Azure, None, out, || {
+                        "Azure record `properties.log`".to_owned()
+                    })
+                }
                 Err(e) => out(Decoded::Skipped(Skip {
+                    offset: None,
+                    input: None,
+                    item: None,
                     line,
                     reason: SkipReason::InvalidEnvelope,
                     message: format!("Azure record `properties.log`: {e}"),
                 })),
             }
         } else {
-            self.nested_event(&raw, line, InputFormat::Azure, out, || {
+            self.nested_event(&raw, line, InputFormat::Azure, None, out, || {
                 "Azure record `properties.log`".to_owned()
             });
         }
     }
 
-    /// An event inside an envelope; anything else there is reported with `context`.
+    /// An event inside an envelope (`item`: its index in an `EventList`); anything else there
+    /// is reported with `context`.
     fn nested_event<F: FnMut(Decoded<'_>)>(
         &mut self,
         text: &str,
         line: u64,
         format: InputFormat,
+        item: Option<usize>,
         out: &mut F,
         context: impl Fn() -> String,
     ) {
+        let input = self.options.keep_skipped_input.then_some(text.as_bytes());
+        let max = self.options.max_event_bytes;
+        let out = &mut |decoded: Decoded<'_>| {
+            let decoded = match decoded {
+                Decoded::Skipped(mut skip) => {
+                    skip.item = skip.item.or(item);
+                    Decoded::Skipped(skip)
+                }
+                other => other,
+            };
+            out(locate(decoded, None, input, max))
+        };
+        if json::nests_deeper_than(text.as_bytes(), PARSER_DEPTH) {
+            return self.deep_document(text, line, false, out, |decoder, masked, mut out| {
+                decoder.parsable_event(masked, line, format, item, &mut out, &context)
+            });
+        }
+        self.parsable_event(text, line, format, item, out, &context);
+    }
+
+    fn parsable_event<F: FnMut(Decoded<'_>)>(
+        &mut self,
+        text: &str,
+        line: u64,
+        format: InputFormat,
+        item: Option<usize>,
+        out: &mut F,
+        context: &impl Fn() -> String,
+    ) {
         match parse_object(text) {
-            Ok(Document::Event(event)) => self.emit(event, Origin { line, format }, out),
+            Ok(Document::Event(event)) => self.emit(event, Origin { line, format, item }, out),
             Ok(_) => out(Decoded::Skipped(Skip {
+                offset: None,
+                input: None,
+                item: None,
                 line,
                 reason: SkipReason::NotAnEvent,
                 message: format!(
@@ -747,7 +960,7 @@ impl Decoder {
                 reason: IgnoreReason::ContainerOutput,
             });
         }
-        self.nested_event(text, start_line, format, out, || {
+        self.nested_event(text, start_line, format, None, out, || {
             format!("{format} log line")
         });
     }
@@ -806,6 +1019,9 @@ fn skip_at(rejection: Rejection, line: u64, last: bool, text: &str) -> Skip {
         _ => rejection.message,
     };
     Skip {
+        offset: None,
+        input: None,
+        item: None,
         line,
         reason,
         message,
@@ -818,6 +1034,9 @@ fn json_error(e: &sonic_rs::Error, line: u64, last: bool, text: &str) -> Skip {
 
 fn too_large(line: u64, size: usize, max: usize, what: &str) -> Skip {
     Skip {
+        offset: None,
+        input: None,
+        item: None,
         line,
         reason: SkipReason::TooLarge,
         message: format!("{what} of {size} bytes is above the limit of {max} bytes"),
@@ -827,6 +1046,9 @@ fn too_large(line: u64, size: usize, max: usize, what: &str) -> Skip {
 /// A line or value found too large while it is still arriving: its full size is not known.
 fn too_long(line: u64, max: usize, what: &str) -> Skip {
     Skip {
+        offset: None,
+        input: None,
+        item: None,
         line,
         reason: SkipReason::TooLarge,
         message: format!("{what} longer than the limit of {max} bytes"),
@@ -836,6 +1058,9 @@ fn too_long(line: u64, max: usize, what: &str) -> Skip {
 fn wrong_format(line: u64, forced: Option<InputFormat>, found: InputFormat) -> Skip {
     let forced = forced.map_or("auto", InputFormat::as_str);
     Skip {
+        offset: None,
+        input: None,
+        item: None,
         line,
         reason: SkipReason::NotAnEvent,
         message: format!("found {found} input, but the format was forced to {forced}"),
@@ -848,6 +1073,90 @@ fn preview(text: &str) -> String {
 
 fn count_newlines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+/// Completes a skip with where it is and, when kept, the bad input (`input`, at most `max`
+/// bytes), unless it already names its own (an item of a document names the item).
+fn locate<'d>(
+    decoded: Decoded<'d>,
+    offset: Option<u64>,
+    input: Option<&[u8]>,
+    max: usize,
+) -> Decoded<'d> {
+    match decoded {
+        Decoded::Skipped(mut skip) => {
+            skip.offset = skip.offset.or(offset);
+            if skip.input.is_none() {
+                skip.input = input.map(|bytes| bytes[..bytes.len().min(max)].to_vec());
+            }
+            Decoded::Skipped(skip)
+        }
+        other => other,
+    }
+}
+
+/// The text of an event object with one more annotation, the rest byte for byte: added at the
+/// end of its `annotations`, or in a new `annotations` member at the end of the event.
+fn with_annotation(event: &str, key: &str, value: &str) -> String {
+    let member = format!(
+        "{}:{}",
+        serde_json::Value::from(key),
+        serde_json::Value::from(value)
+    );
+    let mut tokens = json::Tokens::new(event);
+    let mut in_annotations = false;
+    let mut last_end = None;
+    while let Some(token) = tokens.next() {
+        match (tokens.depth(), token.kind) {
+            (1, json::TokenKind::Key) => {
+                in_annotations = json::unescape(&event[token.span]) == "annotations";
+            }
+            (2, json::TokenKind::ObjectStart) if in_annotations => {
+                let end = tokens.skip_container();
+                let empty = event[token.span.end..end - 1].trim().is_empty();
+                let comma = if empty { "" } else { "," };
+                return format!("{}{comma}{member}{}", &event[..end - 1], &event[end - 1..]);
+            }
+            (2, json::TokenKind::ObjectStart | json::TokenKind::ArrayStart) => {
+                tokens.skip_container();
+            }
+            (0, json::TokenKind::ObjectEnd) => last_end = Some(token.span.start),
+            _ => {}
+        }
+    }
+    match last_end {
+        Some(end) => format!(
+            "{},\"annotations\":{{{member}}}{}",
+            &event[..end],
+            &event[end..]
+        ),
+        None => event.to_owned(),
+    }
+}
+
+/// Where `part` (a slice of `whole`) is in `whole`; None when it is not part of it.
+fn span_in(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start + part.len() <= whole.len()).then(|| start..start + part.len())
+}
+
+/// Gives an event read from a masked copy of `original` (see [`Decoder::deep_document`]) the
+/// original text of every raw JSON value that came from the copy.
+fn restore_masked(event: &mut AuditEvent<'_>, masked: &str, original: &str) {
+    let restore = |raw: &mut RawJson<'_>| {
+        if let Some(span) = span_in(masked, raw.as_str()) {
+            raw.0 = Cow::Owned(original[span].to_owned());
+        }
+    };
+    restore(&mut event.raw);
+    event.request_object.iter_mut().for_each(restore);
+    event.response_object.iter_mut().for_each(restore);
+    if let Some(status) = &mut event.response_status {
+        status.details.iter_mut().for_each(restore);
+    }
+    for (_, value) in &mut event.unknown_fields {
+        restore(value);
+    }
 }
 
 /// Chooses the framing from the start of the input; None until enough has arrived.

@@ -22,19 +22,22 @@ pub enum SkipReason {
     Truncated,
     /// An event (or line) larger than the configured limit.
     TooLarge,
+    /// An event whose JSON nests deeper than the configured limit.
+    TooDeep,
     /// A container-runtime or cloud envelope that is malformed.
     InvalidEnvelope,
 }
 
 impl SkipReason {
     /// Every reason, in reporting order.
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
         SkipReason::InvalidJson,
         SkipReason::InvalidUtf8,
         SkipReason::NotAnEvent,
         SkipReason::InvalidEvent,
         SkipReason::Truncated,
         SkipReason::TooLarge,
+        SkipReason::TooDeep,
         SkipReason::InvalidEnvelope,
     ];
 
@@ -47,6 +50,7 @@ impl SkipReason {
             SkipReason::InvalidEvent => "invalid-event",
             SkipReason::Truncated => "truncated",
             SkipReason::TooLarge => "too-large",
+            SkipReason::TooDeep => "too-deep",
             SkipReason::InvalidEnvelope => "invalid-envelope",
         }
     }
@@ -68,6 +72,27 @@ pub struct Skip {
     pub reason: SkipReason,
     /// What is wrong, in words.
     pub message: String,
+    /// Where the bad line starts in the input, in bytes from where decoding began, when the
+    /// input is read as lines.
+    pub offset: Option<u64>,
+    /// The bad input itself — the event, or the line or document it was in — when the decoder
+    /// was asked to keep it ([`DecodeOptions::keep_skipped_input`](crate::DecodeOptions)), so
+    /// it can be quarantined and replayed; at most `max_event_bytes` of it.
+    pub input: Option<Vec<u8>>,
+    /// The index of the item it is in an `EventList` or an Azure batch.
+    pub item: Option<usize>,
+}
+
+impl Skip {
+    /// Whether the skip is about one event (inside a well-formed document) rather than the
+    /// document as a whole: a receiver stores the document's other events and keeps this one
+    /// aside instead of refusing everything.
+    pub fn is_event_level(&self) -> bool {
+        matches!(
+            self.reason,
+            SkipReason::InvalidEvent | SkipReason::TooDeep | SkipReason::TooLarge
+        ) || self.item.is_some()
+    }
 }
 
 /// Well-formed input that carries no audit event.

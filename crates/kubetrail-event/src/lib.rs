@@ -26,6 +26,7 @@ mod client;
 mod decode;
 mod derived;
 mod error;
+pub mod json;
 mod model;
 mod normalize;
 mod redact;
@@ -34,7 +35,9 @@ mod time;
 mod wire;
 
 pub use client::Client;
-pub use decode::{DecodeOptions, Decoded, Decoder, InputFormat, Origin};
+pub use decode::{
+    DEFAULT_MAX_DEPTH, DecodeOptions, Decoded, Decoder, InputFormat, NESTING_ANNOTATION, Origin,
+};
 pub use derived::{CodeClass, Derived, UserKind};
 pub use error::{IgnoreReason, Skip, SkipReason};
 pub use model::{

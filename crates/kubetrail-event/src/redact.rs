@@ -17,9 +17,11 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
-use serde_json::Value;
+use std::ops::Range;
 
+use regex::Regex;
+
+use crate::json::{self, TokenKind, Tokens};
 use crate::model::{AuditEvent, RawJson};
 
 /// What replaces a redacted value.
@@ -210,29 +212,8 @@ impl Redactor {
                 BodyField::Response => &mut event.response_object,
             };
             let Some(body) = slot.as_ref() else { continue };
-            let Ok(mut value) = serde_json::from_str::<Value>(body.as_str()) else {
-                continue;
-            };
-            let mut replaced = 0;
-            match structural {
-                Some(Structural::Secret) => replaced += redact_secret_body(&mut value),
-                Some(Structural::TokenReview) => {
-                    replaced += redact_path(&mut value, &["spec", "token"])
-                }
-                Some(Structural::TokenRequest) if field == BodyField::Response => {
-                    replaced += redact_path(&mut value, &["status", "token"])
-                }
-                _ => {}
-            }
-            for (path_field, path) in &self.paths {
-                if *path_field == field {
-                    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
-                    replaced += redact_path(&mut value, &segments);
-                }
-            }
-            replaced += self.redact_strings(&mut value);
-            if replaced > 0 {
-                *slot = Some(RawJson(Cow::Owned(value.to_string())));
+            if let Some((redacted, replaced)) = self.redact_body(body.as_str(), structural, field) {
+                *slot = Some(RawJson(Cow::Owned(redacted)));
                 count += replaced;
             }
         }
@@ -293,20 +274,121 @@ impl Redactor {
         Some((text, count))
     }
 
-    fn redact_strings(&self, value: &mut Value) -> usize {
-        match value {
-            Value::String(s) => match self.replace_patterns(s) {
-                Some((replaced, n)) => {
-                    *s = replaced;
-                    n
+    /// Redacts one body: the values the structural and configured rules name, and pattern
+    /// matches in every string value. The body is walked as tokens and only the redacted values
+    /// are rewritten, so the rest of its text stays as it came, at any depth. None when nothing
+    /// was redacted; else the new text and how many values were replaced.
+    fn redact_body(
+        &self,
+        body: &str,
+        structural: Option<Structural>,
+        field: BodyField,
+    ) -> Option<(String, usize)> {
+        let rules = Rules {
+            structural,
+            field,
+            configured: &self.paths,
+            sensitive_patches: match structural {
+                Some(Structural::Secret) if body.trim_start().starts_with('[') => {
+                    sensitive_patch_operations(body)
                 }
-                None => 0,
+                _ => Vec::new(),
             },
-            Value::Array(items) => items.iter_mut().map(|v| self.redact_strings(v)).sum(),
-            Value::Object(map) => map.values_mut().map(|v| self.redact_strings(v)).sum(),
-            _ => 0,
+        };
+        let scan_strings = self.may_match(body);
+        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+        let mut count = 0;
+        let mut tokens = Tokens::new(body);
+        let mut path: Vec<Step<'_>> = Vec::new();
+        // For each open container: whether it is an object, the index of its next element,
+        // and whether each of its values is redacted whole (the members of Secret `data`).
+        let mut open: Vec<(bool, usize, bool)> = Vec::new();
+        let mut key: Option<Cow<'_, str>> = None;
+        while let Some(token) = tokens.next() {
+            match token.kind {
+                TokenKind::Key => {
+                    key = Some(json::unescape(&body[token.span]));
+                    continue;
+                }
+                TokenKind::ObjectEnd | TokenKind::ArrayEnd => {
+                    open.pop();
+                    path.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let mut members_whole = false;
+            if let Some((is_object, next, whole)) = open.last_mut() {
+                if *is_object {
+                    path.push(Step::Key(key.take().unwrap_or_default()));
+                } else {
+                    path.push(Step::Index(*next));
+                    *next += 1;
+                }
+                members_whole = *whole;
+            }
+            let opens = matches!(token.kind, TokenKind::ObjectStart | TokenKind::ArrayStart);
+            let rule = if members_whole {
+                Some(Rule::Whole)
+            } else {
+                rules.at(&path)
+            };
+            let rule = match (rule, token.kind) {
+                (Some(Rule::ValuesOf), TokenKind::ObjectStart) => Some(Rule::ValuesOf),
+                (Some(_), _) => Some(Rule::Whole),
+                (None, _) => None,
+            };
+            if rule == Some(Rule::Whole) {
+                let end = if opens {
+                    tokens.skip_container()
+                } else {
+                    token.span.end
+                };
+                let value = &body[token.span.start..end];
+                if value != "null" && json::unescape(value) != REDACTED {
+                    edits.push((token.span.start..end, json_string(REDACTED)));
+                    count += 1;
+                }
+                path.pop();
+                continue;
+            }
+            match token.kind {
+                TokenKind::ObjectStart => open.push((true, 0, rule == Some(Rule::ValuesOf))),
+                TokenKind::ArrayStart => open.push((false, 0, false)),
+                TokenKind::String => {
+                    if scan_strings
+                        && let Some((replaced, n)) =
+                            self.replace_patterns(&json::unescape(&body[token.span.clone()]))
+                    {
+                        edits.push((token.span, json_string(&replaced)));
+                        count += n;
+                    }
+                    path.pop();
+                }
+                _ => {
+                    path.pop();
+                }
+            }
         }
+        if count == 0 {
+            return None;
+        }
+        let mut redacted = String::with_capacity(body.len());
+        let mut copied = 0;
+        for (span, replacement) in edits {
+            redacted.push_str(&body[copied..span.start]);
+            redacted.push_str(&replacement);
+            copied = span.end;
+        }
+        redacted.push_str(&body[copied..]);
+        Some((redacted, count))
     }
+}
+
+/// A string as JSON text. Replacements are written with plain JSON escaping, so the text a
+/// person searches for (`<redacted>`) is the text stored.
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| format!("\"{REDACTED}\""))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,73 +398,130 @@ enum Structural {
     TokenRequest,
 }
 
-/// Replaces the value at `path` (`*` matches any key or element); returns how many.
-fn redact_path(value: &mut Value, path: &[&str]) -> usize {
-    let Some((first, rest)) = path.split_first() else {
-        if value.is_null() || value.as_str() == Some(REDACTED) {
-            return 0;
-        }
-        *value = Value::String(REDACTED.to_owned());
-        return 1;
-    };
-    match value {
-        Value::Object(map) if *first == "*" => map.values_mut().map(|v| redact_path(v, rest)).sum(),
-        Value::Object(map) => map.get_mut(*first).map_or(0, |v| redact_path(v, rest)),
-        Value::Array(items) if *first == "*" => {
-            items.iter_mut().map(|v| redact_path(v, rest)).sum()
-        }
-        Value::Array(items) => first
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| items.get_mut(i))
-            .map_or(0, |v| redact_path(v, rest)),
-        _ => 0,
+/// One step of the path to a value in a body.
+#[derive(Debug)]
+enum Step<'a> {
+    Key(Cow<'a, str>),
+    Index(usize),
+}
+
+impl Step<'_> {
+    fn is_key(&self, name: &str) -> bool {
+        matches!(self, Step::Key(k) if k == name)
     }
+
+    /// Whether a configured path step (`*`, a key, an array index) names this step.
+    fn matches(&self, pattern: &str) -> bool {
+        pattern == "*"
+            || match self {
+                Step::Key(k) => k == pattern,
+                Step::Index(i) => pattern.parse() == Ok(*i),
+            }
+    }
+}
+
+/// What a rule does to the value at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// Replace the value.
+    Whole,
+    /// Replace each member value of an object (keys kept); any other value whole.
+    ValuesOf,
+}
+
+/// The rules for one body.
+struct Rules<'r> {
+    structural: Option<Structural>,
+    field: BodyField,
+    configured: &'r [(BodyField, Vec<String>)],
+    /// JSON patch operations on a Secret that touch its data (indices in the patch).
+    sensitive_patches: Vec<usize>,
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A Secret, a list of them, or a patch to one.
-fn redact_secret_body(value: &mut Value) -> usize {
-    let mut count = 0;
-    match value {
-        Value::Array(ops) => {
-            // JSON patch: operations on data, stringData or the last-applied annotation.
-            for op in ops {
-                let sensitive = op.get("path").and_then(Value::as_str).is_some_and(|p| {
-                    p == "/data"
-                        || p == "/stringData"
-                        || p.starts_with("/data/")
-                        || p.starts_with("/stringData/")
-                        || p.contains("last-applied-configuration")
-                });
-                if sensitive && let Some(v) = op.get_mut("value") {
-                    count += redact_values(v);
-                }
+impl Rules<'_> {
+    fn at(&self, path: &[Step<'_>]) -> Option<Rule> {
+        for (field, steps) in self.configured {
+            if *field == self.field
+                && steps.len() == path.len()
+                && path.iter().zip(steps).all(|(step, p)| step.matches(p))
+            {
+                return Some(Rule::Whole);
             }
         }
-        Value::Object(map) => {
-            if let Some(Value::Array(items)) = map.get_mut("items") {
-                for item in items {
-                    count += redact_secret_body(item);
+        match self.structural? {
+            // A Secret, a list of them (`items`, at any depth of lists), or a JSON patch.
+            Structural::Secret => {
+                if let [Step::Index(i), value] = path
+                    && value.is_key("value")
+                    && self.sensitive_patches.contains(i)
+                {
+                    return Some(Rule::ValuesOf);
+                }
+                let mut rest = path;
+                while let [items, Step::Index(_), inner @ ..] = rest
+                    && items.is_key("items")
+                {
+                    rest = inner;
+                }
+                match rest {
+                    [data] if data.is_key("data") || data.is_key("stringData") => {
+                        Some(Rule::ValuesOf)
+                    }
+                    [metadata, annotations, key]
+                        if metadata.is_key("metadata")
+                            && annotations.is_key("annotations")
+                            && key.is_key(LAST_APPLIED) =>
+                    {
+                        Some(Rule::Whole)
+                    }
+                    _ => None,
                 }
             }
-            for key in ["data", "stringData"] {
-                if let Some(v) = map.get_mut(key) {
-                    count += redact_values(v);
-                }
+            Structural::TokenReview => {
+                matches!(path, [spec, token] if spec.is_key("spec") && token.is_key("token"))
+                    .then_some(Rule::Whole)
             }
-            count += redact_path(value, &["metadata", "annotations", LAST_APPLIED]);
+            Structural::TokenRequest if self.field == BodyField::Response => {
+                matches!(path, [status, token] if status.is_key("status") && token.is_key("token"))
+                    .then_some(Rule::Whole)
+            }
+            Structural::TokenRequest => None,
         }
-        _ => {}
     }
-    count
 }
 
-/// Replaces the values of an object (keys kept), or a value itself.
-fn redact_values(value: &mut Value) -> usize {
-    match value {
-        Value::Object(map) => map.values_mut().map(|v| redact_path(v, &[])).sum(),
-        other => redact_path(other, &[]),
+/// The operations of a JSON patch (an array of `{"op", "path", "value"}`) whose path touches a
+/// Secret's data or the annotation that repeats it.
+fn sensitive_patch_operations(patch: &str) -> Vec<usize> {
+    let mut sensitive = Vec::new();
+    let mut tokens = Tokens::new(patch);
+    let (mut index, mut key_is_path) = (0usize, false);
+    while let Some(token) = tokens.next() {
+        match (tokens.depth(), token.kind) {
+            (1, TokenKind::ObjectEnd | TokenKind::ArrayEnd) => index += 1,
+            (1, TokenKind::String | TokenKind::Scalar) => index += 1,
+            (2, TokenKind::Key) => key_is_path = json::unescape(&patch[token.span]) == "path",
+            (2, TokenKind::String) if key_is_path => {
+                let p = json::unescape(&patch[token.span]);
+                if p == "/data"
+                    || p == "/stringData"
+                    || p.starts_with("/data/")
+                    || p.starts_with("/stringData/")
+                    || p.contains("last-applied-configuration")
+                {
+                    sensitive.push(index);
+                }
+                key_is_path = false;
+            }
+            (3, TokenKind::ObjectStart | TokenKind::ArrayStart) => {
+                tokens.skip_container();
+                key_is_path = false;
+            }
+            (2, _) => key_is_path = false,
+            _ => {}
+        }
     }
+    sensitive
 }

@@ -22,7 +22,7 @@ pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
 pub use error::QueryError;
 pub use fields::{FIELDS, Field, FieldDef, FieldKind, JsonColumn, parse_duration_micros};
 pub use lexer::CompareOp;
-pub use matcher::{Matcher, collect_path, wildcard_match};
+pub use matcher::{Matcher, wildcard_match};
 pub use parser::parse;
 pub use sql::{
     CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, SEARCH_COLUMNS,

@@ -7,7 +7,6 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use kubetrail_event::AuditEvent;
-use serde_json::Value;
 
 use crate::ast::{Expr, Literal, Pattern, Query};
 use crate::error::QueryError;
@@ -42,12 +41,7 @@ impl Matcher {
 
     /// Whether `event` (received from `cluster`) matches.
     pub fn matches(&self, event: &AuditEvent<'_>, cluster: &str) -> bool {
-        let context = Context {
-            event,
-            cluster,
-            request: Default::default(),
-            response: Default::default(),
-        };
+        let context = Context { event, cluster };
         self.expr.as_ref().is_none_or(|e| context.eval(e))
     }
 }
@@ -55,8 +49,6 @@ impl Matcher {
 struct Context<'e, 'a> {
     event: &'e AuditEvent<'a>,
     cluster: &'e str,
-    request: std::cell::OnceCell<Option<Value>>,
-    response: std::cell::OnceCell<Option<Value>>,
 }
 
 /// A value of a field, as compared and matched.
@@ -201,41 +193,13 @@ impl Context<'_, '_> {
                         .unwrap_or_default(),
                 );
             }
-            JsonColumn::RequestObject => self.request.get_or_init(|| {
-                self.event
-                    .request_object
-                    .as_ref()
-                    .and_then(|b| serde_json::from_str(b.as_str()).ok())
-            }),
-            JsonColumn::ResponseObject => self.response.get_or_init(|| {
-                self.event
-                    .response_object
-                    .as_ref()
-                    .and_then(|b| serde_json::from_str(b.as_str()).ok())
-            }),
+            JsonColumn::RequestObject => self.event.request_object.as_ref(),
+            JsonColumn::ResponseObject => self.event.response_object.as_ref(),
         };
-        let mut found = Vec::new();
-        if let Some(body) = body {
-            collect_path(body, path, &mut found);
-        }
-        FieldValue::Text(found)
-    }
-}
-
-/// The values at `path`, searching every element of arrays on the way
-/// (`spec.containers.securityContext.privileged` looks in each container).
-pub fn collect_path<'v>(value: &'v Value, path: &[String], out: &mut Vec<Cow<'v, str>>) {
-    match (value, path.split_first()) {
-        (Value::Array(items), _) => items.iter().for_each(|item| collect_path(item, path, out)),
-        (Value::Object(map), Some((key, rest))) => {
-            if let Some(child) = map.get(key) {
-                collect_path(child, rest, out);
-            }
-        }
-        (Value::String(s), None) => out.push(Cow::Borrowed(s)),
-        (Value::Null, None) => {}
-        (other, None) => out.push(Cow::Owned(other.to_string())),
-        _ => {}
+        FieldValue::Text(
+            body.map(|b| kubetrail_event::json::values_at_path(b.as_str(), path))
+                .unwrap_or_default(),
+        )
     }
 }
 

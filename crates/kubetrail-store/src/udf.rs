@@ -2,7 +2,6 @@
 //! free text (in the whole event or one body), matching inside list columns, inside the JSON of
 //! the stored event and its bodies, and annotation lookup (the latency functions live in `quantiles.rs`).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -247,17 +246,15 @@ fn json_path_match(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             .filter(|step| !step.is_empty())
             .map(str::to_owned)
             .collect();
-        let matched = serde_json::from_str::<Value>(document).is_ok_and(|json| {
-            let mut found: Vec<Cow<'_, str>> = Vec::new();
-            kubetrail_query::collect_path(&json, &path, &mut found);
-            found.iter().any(|f| {
+        let matched = kubetrail_event::json::values_at_path(document, &path)
+            .iter()
+            .any(|found| {
                 if wildcard {
-                    kubetrail_query::wildcard_match(value, f)
+                    kubetrail_query::wildcard_match(value, found)
                 } else {
-                    f == value
+                    found == value
                 }
-            })
-        });
+            });
         result.append_value(matched);
     }
     Ok(ColumnarValue::Array(Arc::new(result.finish())))

@@ -113,6 +113,10 @@ pub struct DecodeArgs {
     /// Skip events larger than this many bytes.
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     pub max_event_size: usize,
+    /// Skip events whose JSON nests deeper than this many levels (the API server accepts
+    /// request bodies 10,000 deep, which an event holds one level down).
+    #[arg(long, default_value_t = kubetrail_event::DEFAULT_MAX_DEPTH, value_name = "LEVELS")]
+    pub max_depth: usize,
     /// Print at most this many bad-input messages (0: all); the rest are only counted.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub error_limit: u64,
@@ -123,6 +127,7 @@ impl DecodeArgs {
         DecodeOptions {
             format: self.format.map(FormatArg::into_format),
             max_event_bytes: self.max_event_size,
+            max_depth: self.max_depth.max(1),
             ..DecodeOptions::default()
         }
     }

@@ -8,6 +8,7 @@ use kubetrail_event::{
     SkipReason, UserKind, write_event_json,
 };
 
+mod deep;
 mod derived;
 mod redact;
 
