@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kubetrail_event::{DecodeOptions, Decoded, Decoder, Skip};
+use kubetrail_store::quarantine::{Quarantine, Quarantined};
 use kubetrail_store::{
     Appended, CompactionOptions, EventWriter, OnDurable, Retention, StoreError, WriterOptions,
     WriterStats,
@@ -58,6 +59,10 @@ pub struct IngestOptions {
     pub retention: Retention,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How webhook bodies are decoded (each batch of a file has its own decoder).
+    pub decode: DecodeOptions,
+    /// The size limit of the event quarantine, in bytes.
+    pub quarantine_max_bytes: u64,
 }
 
 impl IngestOptions {
@@ -77,12 +82,19 @@ impl IngestOptions {
             compaction_interval: Duration::from_secs(600),
             retention: Retention::default(),
             retention_interval: Duration::from_secs(3600),
+            decode: DecodeOptions {
+                keep_skipped_input: true,
+                ..DecodeOptions::default()
+            },
+            quarantine_max_bytes: 256 << 20,
         }
     }
 }
 
 /// Input from one source and cluster, decoded and transformed on the writer thread.
 pub struct Batch {
+    /// Where the bytes come from, for the quarantine.
+    source: BatchSource,
     /// The cluster the events come from.
     cluster: String,
     /// Complete input: whole lines of a log, or one request body.
@@ -95,6 +107,42 @@ pub struct Batch {
     estimated_events: u64,
 }
 
+/// Where a batch comes from: what its bad input is quarantined as.
+#[derive(Debug, Clone)]
+pub enum BatchSource {
+    /// A webhook request. Only bad events inside a well-formed body are quarantined; a body
+    /// that is not an EventList at all is refused to its sender.
+    Webhook,
+    /// Lines of a file, read by a decoder that started at `decoder_start` in it. Every bad line
+    /// is quarantined, so the source can move past it.
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where in the file the decoder started (its offsets count from there).
+        decoder_start: u64,
+    },
+    /// A quarantined input sent through again: what fails again stays where it is.
+    Replay,
+}
+
+impl BatchSource {
+    fn name(&self) -> &'static str {
+        match self {
+            BatchSource::Webhook => "webhook",
+            BatchSource::File { .. } => "tail",
+            BatchSource::Replay => "replay",
+        }
+    }
+
+    fn quarantines(&self, skip: &Skip) -> bool {
+        match self {
+            BatchSource::Webhook => skip.is_event_level(),
+            BatchSource::File { .. } => true,
+            BatchSource::Replay => false,
+        }
+    }
+}
+
 /// How a batch's bytes are decoded.
 enum Framing {
     /// A whole document (a webhook body), decoded to its end by a fresh decoder.
@@ -105,12 +153,19 @@ enum Framing {
 }
 
 impl Batch {
-    /// One webhook body: an `EventList` or a single event.
-    pub fn document(cluster: String, body: Bytes, transforms: Arc<Transforms>) -> Batch {
+    /// One webhook body (`source` is [`BatchSource::Webhook`]) or a quarantined input sent
+    /// again ([`BatchSource::Replay`]): an `EventList` or a single event.
+    pub fn document(
+        source: BatchSource,
+        cluster: String,
+        body: Bytes,
+        transforms: Arc<Transforms>,
+    ) -> Batch {
         let estimated_events = memchr::memmem::find_iter(&body, b"\"auditID\"")
             .count()
             .max(1) as u64;
         Batch {
+            source,
             cluster,
             bytes: body,
             framing: Framing::Document,
@@ -120,15 +175,21 @@ impl Batch {
         }
     }
 
-    /// Complete lines of a stream that `decoder` has been reading.
+    /// Complete lines of a file that `decoder` has been reading since `decoder_start`.
     pub fn lines(
         cluster: String,
         lines: Vec<u8>,
         decoder: Arc<Mutex<Decoder>>,
+        file: (std::path::PathBuf, u64),
         transforms: Arc<Transforms>,
     ) -> Batch {
         let estimated_events = memchr::memchr_iter(b'\n', &lines).count() as u64;
+        let (path, decoder_start) = file;
         Batch {
+            source: BatchSource::File {
+                path,
+                decoder_start,
+            },
             cluster,
             bytes: Bytes::from(lines),
             framing: Framing::Lines(decoder),
@@ -146,9 +207,15 @@ impl Batch {
         matches!(self.framing, Framing::Lines(_))
     }
 
-    /// Decodes, transforms and appends the batch's events to the writer.
-    fn append_to(&self, writer: &mut EventWriter) -> Result<BatchOutcome, StoreError> {
+    /// Decodes, transforms and appends the batch's events to the writer; also returns the bad
+    /// input to quarantine.
+    fn append_to(
+        &self,
+        writer: &mut EventWriter,
+        decode: &DecodeOptions,
+    ) -> Result<(BatchOutcome, Vec<Quarantined>), StoreError> {
         let mut outcome = BatchOutcome::default();
+        let mut bad = Vec::new();
         let mut failure = None;
         let mut handle = |decoded: Decoded<'_>| match decoded {
             Decoded::Event(mut event, _) => {
@@ -171,8 +238,11 @@ impl Batch {
                     Verdict::Excluded | Verdict::DroppedByPolicy => outcome.filtered += 1,
                 }
             }
-            Decoded::Skipped(skip) => {
+            Decoded::Skipped(mut skip) => {
                 outcome.skipped += 1;
+                if self.source.quarantines(&skip) {
+                    bad.push(self.quarantined(&mut skip));
+                }
                 if outcome.skips.len() < MAX_REPORTED_SKIPS {
                     outcome.skips.push(skip);
                 }
@@ -181,7 +251,7 @@ impl Batch {
         };
         match &self.framing {
             Framing::Document => {
-                let mut decoder = Decoder::new(DecodeOptions::default());
+                let mut decoder = Decoder::new(decode.clone());
                 decoder.feed(&self.bytes, &mut handle);
                 decoder.finish(&mut handle);
             }
@@ -193,7 +263,36 @@ impl Batch {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(outcome),
+            None => Ok((outcome, bad)),
+        }
+    }
+
+    /// What the quarantine keeps of a skipped input (taking the input out of the skip).
+    fn quarantined(&self, skip: &mut Skip) -> Quarantined {
+        let input = skip.input.take();
+        let (location, offset) = match &self.source {
+            BatchSource::File {
+                path,
+                decoder_start,
+            } => (
+                path.display().to_string(),
+                skip.offset.map(|o| decoder_start + o),
+            ),
+            BatchSource::Webhook | BatchSource::Replay => {
+                ("POST /audit (webhook request body)".to_owned(), None)
+            }
+        };
+        Quarantined {
+            source: self.source.name(),
+            cluster: self.cluster.clone(),
+            location,
+            line: Some(skip.line),
+            offset,
+            item: skip.item,
+            reason: skip.reason.as_str().to_owned(),
+            message: skip.message.clone(),
+            size: input.as_ref().map_or(0, |i| i.len() as u64),
+            input,
         }
     }
 }
@@ -213,6 +312,8 @@ pub struct BatchOutcome {
     pub filtered: u64,
     /// Inputs that should have been events and were broken.
     pub skipped: u64,
+    /// Of those, how many were kept in the quarantine (durably, before this outcome).
+    pub quarantined: u64,
     /// The first of them (at most 16), with line and reason.
     pub skips: Vec<Skip>,
     /// Lines of a stream: where the container log line still waiting for its last piece began
@@ -277,6 +378,12 @@ pub struct IngestStats {
     pub writer: Mutex<Option<Arc<WriterStats>>>,
     /// The last store failure, if any.
     pub last_error: Mutex<Option<String>>,
+    /// Inputs quarantined since the start, by source and reason.
+    pub quarantined: Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    /// Inputs not quarantined because the quarantine was at its size limit.
+    pub quarantine_dropped: AtomicU64,
+    /// Bytes in the quarantine.
+    pub quarantine_bytes: AtomicU64,
 }
 
 impl IngestStats {
@@ -313,8 +420,12 @@ impl IngestThread {
     pub fn start(options: IngestOptions) -> Result<IngestThread, StoreError> {
         let writer = EventWriter::open(&options.data_dir, options.writer.clone())?;
         log_recovery(&writer);
+        let quarantine = Quarantine::open(&options.data_dir, options.quarantine_max_bytes)?;
         let stats = Arc::new(IngestStats::default());
         stats.healthy.store(true, Ordering::Relaxed);
+        stats
+            .quarantine_bytes
+            .store(quarantine.used_bytes(), Ordering::Relaxed);
         if let Ok(mut w) = stats.writer.lock() {
             *w = Some(writer.stats());
         }
@@ -326,7 +437,7 @@ impl IngestThread {
         };
         let thread = std::thread::Builder::new()
             .name("kubetrail-ingest".to_owned())
-            .spawn(move || WriterLoop::new(writer, options, stats).run(&receiver))
+            .spawn(move || WriterLoop::new(writer, quarantine, options, stats).run(&receiver))
             .map_err(|e| StoreError::Stopped(format!("cannot start the ingest thread: {e}")))?;
         Ok(IngestThread {
             handle,
@@ -362,8 +473,9 @@ impl Ingest {
     }
 
     /// Queues a batch unless too many events wait; the returned [`Ack`] resolves once the
-    /// batch is durable. A refused batch is handed back.
-    pub fn try_submit(&self, batch: Batch) -> Result<Ack, (IngestError, Batch)> {
+    /// batch is durable. A refused batch is handed back (boxed: refusals are the rare path,
+    /// and the result stays small).
+    pub fn try_submit(&self, batch: Batch) -> Result<Ack, (IngestError, Box<Batch>)> {
         let n = batch.estimated_events;
         if !self.stats.healthy.load(Ordering::Relaxed) {
             let reason = self
@@ -373,29 +485,29 @@ impl Ingest {
                 .ok()
                 .and_then(|e| e.clone())
                 .unwrap_or_default();
-            return Err((IngestError::Unavailable(reason), batch));
+            return Err((IngestError::Unavailable(reason), Box::new(batch)));
         }
         let queued = self.stats.queued_events.fetch_add(n, Ordering::AcqRel);
         // One batch is always let in when nothing waits, however large it is.
         if queued > 0 && queued + n > self.max_queued {
             self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
             self.stats.busy_rejections.fetch_add(1, Ordering::Relaxed);
-            return Err((IngestError::Busy { queued }, batch));
+            return Err((IngestError::Busy { queued }, Box::new(batch)));
         }
         let (reply, ack) = oneshot::channel();
         let Ok(guard) = self.sender.lock() else {
             self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
-            return Err((IngestError::ShuttingDown, batch));
+            return Err((IngestError::ShuttingDown, Box::new(batch)));
         };
         let Some(sender) = guard.as_ref() else {
             self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
-            return Err((IngestError::ShuttingDown, batch));
+            return Err((IngestError::ShuttingDown, Box::new(batch)));
         };
         match sender.send(Queued { batch, reply }) {
             Ok(()) => Ok(ack),
             Err(returned) => {
                 self.stats.queued_events.fetch_sub(n, Ordering::AcqRel);
-                Err((IngestError::ShuttingDown, returned.0.batch))
+                Err((IngestError::ShuttingDown, Box::new(returned.0.batch)))
             }
         }
     }
@@ -408,7 +520,7 @@ impl Ingest {
             match self.try_submit(batch) {
                 Ok(ack) => return Ok(ack),
                 Err((IngestError::Busy { .. }, returned)) if !stop.load(Ordering::Relaxed) => {
-                    batch = returned;
+                    batch = *returned;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err((error, _)) => return Err(error),
@@ -442,6 +554,7 @@ fn log_recovery(writer: &EventWriter) {
 
 struct WriterLoop {
     writer: Option<EventWriter>,
+    quarantine: Quarantine,
     options: IngestOptions,
     stats: Arc<IngestStats>,
     last_compaction: Instant,
@@ -463,9 +576,15 @@ const BACKLOG_GROUP_EVENTS: u64 = 1_000;
 const BACKLOG_DRAINED_WITHIN: Duration = Duration::from_secs(2);
 
 impl WriterLoop {
-    fn new(writer: EventWriter, options: IngestOptions, stats: Arc<IngestStats>) -> Self {
+    fn new(
+        writer: EventWriter,
+        quarantine: Quarantine,
+        options: IngestOptions,
+        stats: Arc<IngestStats>,
+    ) -> Self {
         WriterLoop {
             writer: Some(writer),
+            quarantine,
             options,
             stats,
             last_compaction: Instant::now(),
@@ -523,7 +642,7 @@ impl WriterLoop {
                     .and_then(|e| e.clone())
                     .unwrap_or_default(),
             )),
-            Some(writer) => append_group(writer, &group),
+            Some(writer) => append_group(writer, &group, &self.options.decode),
         };
         self.stats.queued_events.fetch_sub(events, Ordering::AcqRel);
         match (result, self.writer.as_mut()) {
@@ -532,7 +651,18 @@ impl WriterLoop {
                 // WAL's fsync (webhook bodies) or the segment commit (lines of files), while
                 // this thread decodes the next group.
                 let (mut logged, mut unlogged) = (Vec::new(), Vec::new());
-                for (queued, outcome) in group.into_iter().zip(outcomes) {
+                for (queued, (mut outcome, bad)) in group.into_iter().zip(outcomes) {
+                    // Bad input is durable in the quarantine before its batch is answered, so a
+                    // source moving past it never loses it.
+                    match quarantine(&mut self.quarantine, &self.stats, &bad) {
+                        Ok(kept) => outcome.quarantined = kept,
+                        Err(e) => {
+                            let reason = format!("cannot keep bad input in the quarantine: {e}");
+                            tracing::error!(error = %reason, "a batch with bad input was not stored");
+                            let _ = queued.reply.send(Err(IngestError::Unavailable(reason)));
+                            continue;
+                        }
+                    }
                     let replies = if queued.batch.is_rereadable() {
                         &mut unlogged
                     } else {
@@ -681,9 +811,53 @@ fn acknowledge(
 fn append_group(
     writer: &mut EventWriter,
     group: &[Queued],
-) -> Result<Vec<BatchOutcome>, StoreError> {
+    decode: &DecodeOptions,
+) -> Result<Vec<(BatchOutcome, Vec<Quarantined>)>, StoreError> {
     group
         .iter()
-        .map(|queued| queued.batch.append_to(writer))
+        .map(|queued| queued.batch.append_to(writer, decode))
         .collect()
+}
+
+/// Keeps a batch's bad input in the quarantine and counts it; how many entries were kept.
+fn quarantine(
+    quarantine: &mut Quarantine,
+    stats: &IngestStats,
+    bad: &[Quarantined],
+) -> Result<u64, StoreError> {
+    if bad.is_empty() {
+        return Ok(0);
+    }
+    let added = quarantine.add(bad)?;
+    stats
+        .quarantine_bytes
+        .store(quarantine.used_bytes(), Ordering::Relaxed);
+    if added.dropped > 0 {
+        stats
+            .quarantine_dropped
+            .fetch_add(added.dropped, Ordering::Relaxed);
+        tracing::warn!(
+            dropped = added.dropped,
+            "the quarantine is at its size limit (quarantine.maxSize): bad input was counted, not kept"
+        );
+    }
+    if let Ok(mut counts) = stats.quarantined.lock() {
+        for entry in bad {
+            *counts
+                .entry((entry.source.to_owned(), entry.reason.clone()))
+                .or_default() += 1;
+        }
+    }
+    for entry in bad {
+        tracing::warn!(
+            source = entry.source,
+            location = %entry.location,
+            line = entry.line,
+            offset = entry.offset,
+            reason = %entry.reason,
+            message = %entry.message,
+            "bad input quarantined (kubetrail quarantine list)"
+        );
+    }
+    Ok(added.kept)
 }

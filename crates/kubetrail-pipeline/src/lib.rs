@@ -15,6 +15,6 @@ pub mod tail;
 pub mod transform;
 
 pub use ingest::{
-    Batch, BatchOutcome, Ingest, IngestError, IngestOptions, IngestStats, IngestThread,
+    Batch, BatchOutcome, BatchSource, Ingest, IngestError, IngestOptions, IngestStats, IngestThread,
 };
 pub use transform::{Transforms, Verdict};

@@ -82,7 +82,10 @@ impl TailOptions {
             start_at: StartAt::Beginning,
             poll_interval: Duration::from_millis(250),
             cluster: String::new(),
-            decode: DecodeOptions::default(),
+            decode: DecodeOptions {
+                keep_skipped_input: true,
+                ..DecodeOptions::default()
+            },
             rotate_wait: Duration::from_secs(10),
         }
     }
@@ -112,6 +115,8 @@ pub struct TailStats {
     pub bytes: std::sync::atomic::AtomicU64,
     /// Lines that were not events (skipped with a reason).
     pub skipped: std::sync::atomic::AtomicU64,
+    /// Of those, the lines kept in the quarantine.
+    pub quarantined: std::sync::atomic::AtomicU64,
     /// Events dropped by exclusions or the policy.
     pub filtered: std::sync::atomic::AtomicU64,
 }
@@ -577,10 +582,12 @@ impl Tailer {
     /// arrive, in order, by `file_bytes` each (the lines' bytes in the file). False when a batch
     /// could not be stored (the same lines are read again later).
     fn deliver(&mut self, index: usize, lines: &[u8], file_bytes: u64) -> bool {
+        let tracked = &self.tracked[index];
         let batch = Batch::lines(
             self.options.cluster.clone(),
             lines.to_vec(),
-            self.tracked[index].decoder.clone(),
+            tracked.decoder.clone(),
+            (tracked.path.clone(), tracked.decoder_start),
             self.transforms.clone(),
         );
         let line_count = memchr::memchr_iter(b'\n', lines).count() as u64;
@@ -636,12 +643,13 @@ impl Tailer {
                     return false;
                 }
             };
-            for skip in &outcome.skips {
-                tracing::warn!(file = %self.tracked[index].path.display(), line = skip.line, reason = skip.reason.as_str(), message = %skip.message, "skipped a line that is not a valid audit event");
-            }
+            // Each skipped line was logged as it was quarantined, with its offset.
             self.stats
                 .skipped
                 .fetch_add(outcome.skipped, Ordering::Relaxed);
+            self.stats
+                .quarantined
+                .fetch_add(outcome.quarantined, Ordering::Relaxed);
             self.stats
                 .filtered
                 .fetch_add(outcome.filtered, Ordering::Relaxed);

@@ -25,7 +25,8 @@ use kubetrail_query::{
 use kubetrail_report::rbac::{Subject, SuggestOptions};
 use kubetrail_report::{REPORTS, ReportError, ReportOptions};
 use kubetrail_store::{QueryEngine, StoreError, output};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::App;
@@ -49,6 +50,11 @@ impl Api {
             engine: Mutex::new(None),
             queries: tokio::sync::Semaphore::new(max_concurrent_queries.max(1)),
         }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
     }
 
     /// The query engine, opened on first use (the table needs a directory to list).
@@ -121,7 +127,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -129,11 +135,11 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn internal(message: impl Into<String>) -> ApiError {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
@@ -314,7 +320,7 @@ async fn with_engine<T: Send + 'static>(
     .map_err(|e| ApiError::internal(format!("the query failed: {e}")))?
 }
 
-fn respond(result: Result<Value, ApiError>) -> Response {
+pub(crate) fn respond<T: Serialize>(result: Result<T, ApiError>) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(e) => e.into_response(),
@@ -335,8 +341,39 @@ async fn search_post(
     respond(run_search(&app, params_from_json(params)).await)
 }
 
+/// A page of search results.
+#[derive(Serialize)]
+struct SearchPage {
+    events: Vec<SearchHit>,
+    next: Option<String>,
+}
+
+/// One event of a search.
+#[derive(Serialize)]
+struct SearchHit {
+    time: String,
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    stage: String,
+    cluster: String,
+    event: Box<RawValue>,
+}
+
+/// A stored event as part of an answer: its JSON text as it is, never parsed into a tree, so
+/// an event nested as deep as the API server allows is answered like any other (a parse
+/// would either recurse that deep or stop at a depth limit).
+fn stored_event(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| {
+        // Stored events are valid JSON; should one not be, it is answered as a string.
+        RawValue::from_string(Value::from(text).to_string()).unwrap_or_default()
+    })
+}
+
 /// Search: matching events, newest first, `limit` per page, `next` to continue.
-async fn run_search(app: &Arc<App>, params: Result<Params, ApiError>) -> Result<Value, ApiError> {
+async fn run_search(
+    app: &Arc<App>,
+    params: Result<Params, ApiError>,
+) -> Result<SearchPage, ApiError> {
     let params = params?;
     let query = params.parsed()?;
     if !query.pipes.is_empty() {
@@ -386,15 +423,13 @@ async fn run_search(app: &Arc<App>, params: Result<Params, ApiError>) -> Result<
             if events.len() as u64 == limit {
                 break;
             }
-            let event: Value = serde_json::from_str(originals.value(row))
-                .unwrap_or_else(|_| Value::String(originals.value(row).to_owned()));
-            events.push(json!({
-                "time": kubetrail_report::format_micros(times.value(row)),
-                "auditID": ids.value(row),
-                "stage": stages.value(row),
-                "cluster": clusters.value(row),
-                "event": event,
-            }));
+            events.push(SearchHit {
+                time: kubetrail_report::format_micros(times.value(row)),
+                audit_id: ids.value(row).to_owned(),
+                stage: stages.value(row).to_owned(),
+                cluster: clusters.value(row).to_owned(),
+                event: stored_event(originals.value(row)),
+            });
             last = Some(SearchCursor {
                 time_micros: times.value(row),
                 audit_id: ids.value(row).to_owned(),
@@ -408,7 +443,7 @@ async fn run_search(app: &Arc<App>, params: Result<Params, ApiError>) -> Result<
     } else {
         None
     };
-    Ok(json!({"events": events, "next": next}))
+    Ok(SearchPage { events, next })
 }
 
 /// A cursor is the last hit's (time, auditID, stage), hex-encoded: opaque to clients, and
@@ -570,19 +605,34 @@ async fn event_by_id(State(app): State<Arc<App>>, UrlPath(audit_id): UrlPath<Str
                 format!("no stored event has auditID {audit_id:?}"),
             ));
         }
-        let events: Vec<Value> = rows
+        let events: Vec<StoredStage> = rows
             .into_iter()
-            .map(|mut row| {
-                if let Some(text) = row["event"].as_str()
-                    && let Ok(event) = serde_json::from_str::<Value>(text)
-                {
-                    row["event"] = event;
-                }
-                row
+            .map(|row| StoredStage {
+                stage: row["stage"].as_str().unwrap_or_default().to_owned(),
+                time: row["time"].clone(),
+                cluster: row["cluster"].as_str().unwrap_or_default().to_owned(),
+                event: stored_event(row["event"].as_str().unwrap_or("null")),
             })
             .collect();
-        Ok(json!({"auditID": audit_id, "events": events}))
+        Ok(EventStages { audit_id, events })
     }))
+}
+
+/// Every stored stage of one request.
+#[derive(Serialize)]
+struct EventStages {
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    events: Vec<StoredStage>,
+}
+
+/// One stored stage of a request.
+#[derive(Serialize)]
+struct StoredStage {
+    stage: String,
+    time: Value,
+    cluster: String,
+    event: Box<RawValue>,
 }
 
 /// The history of one object: the `object` report for `RESOURCE/NAMESPACE/NAME` or
@@ -746,6 +796,7 @@ mod tests {
             .collect();
         let mut routed: std::collections::BTreeSet<String> = routes()
             .into_iter()
+            .chain(crate::quarantine::routes())
             .map(|(path, _)| format!("/api/v1{}", path.replace("{*object}", "{object}")))
             .collect();
         routed.insert("/api/v1/openapi.yaml".to_owned());

@@ -40,6 +40,12 @@ pub struct ServeConfig {
     /// Queries whose matching events are dropped (`user:system:apiserver verb:watch`).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Limits on incoming events.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Where bad input is kept (`<data>/quarantine/events`).
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
 }
 
 fn default_listen() -> String {
@@ -60,6 +66,62 @@ impl Default for ServeConfig {
             redaction: RedactionSettings::default(),
             policy: None,
             exclude: Vec::new(),
+            events: EventsConfig::default(),
+            quarantine: QuarantineConfig::default(),
+        }
+    }
+}
+
+/// Limits on incoming events; an event beyond one is quarantined, not stored (see
+/// `docs/limits.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventsConfig {
+    /// The largest event (`16MiB` default).
+    #[serde(default = "default_max_event")]
+    pub max_size: String,
+    /// The deepest nesting of JSON objects and arrays in an event (default 10100: the API
+    /// server accepts request bodies nested 10,000 levels, which an event holds one level
+    /// down).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+fn default_max_event() -> String {
+    "16MiB".to_owned()
+}
+
+fn default_max_depth() -> usize {
+    kubetrail_event::DEFAULT_MAX_DEPTH
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            max_size: default_max_event(),
+            max_depth: default_max_depth(),
+        }
+    }
+}
+
+/// The quarantine of bad input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QuarantineConfig {
+    /// Its size limit (`256MiB` default). Past 90 % of it entries are kept without their
+    /// input; past it, bad input is only counted (`kubetrail_quarantine_dropped_events_total`).
+    #[serde(default = "default_quarantine_size")]
+    pub max_size: String,
+}
+
+fn default_quarantine_size() -> String {
+    "256MiB".to_owned()
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            max_size: default_quarantine_size(),
         }
     }
 }

@@ -15,6 +15,7 @@
 mod api;
 pub mod config;
 pub mod metrics;
+mod quarantine;
 pub mod units;
 mod webhook;
 
@@ -32,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use kubetrail_event::DecodeOptions;
 use kubetrail_event::{RedactionConfig, Redactor};
 use kubetrail_pipeline::tail::{TailOptions, TailStats, Tailer};
 use kubetrail_pipeline::{Ingest, IngestOptions, IngestThread, Transforms};
@@ -185,7 +187,18 @@ impl Server {
         let max_inflight_bytes = units::parse_size(&config.webhook.max_inflight_size)
             .map_err(|e| value_error("webhook.maxInflightSize", e))?
             .max(max_body_bytes as u64);
+        let decode = DecodeOptions {
+            max_event_bytes: units::parse_size(&config.events.max_size)
+                .map_err(|e| value_error("events.maxSize", e))?
+                as usize,
+            max_depth: config.events.max_depth.max(1),
+            keep_skipped_input: true,
+            ..DecodeOptions::default()
+        };
         let mut ingest_options = IngestOptions::new(data.clone());
+        ingest_options.decode = decode.clone();
+        ingest_options.quarantine_max_bytes = units::parse_size(&config.quarantine.max_size)
+            .map_err(|e| value_error("quarantine.maxSize", e))?;
         ingest_options.flush_interval =
             duration(&config.store.flush_interval, "store.flushInterval")?;
         ingest_options.max_queued_events = config.store.max_queued_events.max(1);
@@ -226,6 +239,7 @@ impl Server {
             let mut options = TailOptions::new(tail.paths.clone(), path);
             options.cluster = tail.cluster.clone();
             options.start_at = tail.start_at;
+            options.decode = decode.clone();
             let tailer = Tailer::new(
                 options,
                 transforms.clone(),
@@ -602,7 +616,7 @@ fn load_tls(tls: &config::TlsConfig) -> Result<TlsAcceptor, ServerError> {
 
 fn router(app: Arc<App>) -> Router {
     let mut api = Router::new();
-    for (path, route) in api::routes() {
+    for (path, route) in api::routes().into_iter().chain(quarantine::routes()) {
         api = api.route(path, route);
     }
     let api = api.route_layer(axum::middleware::from_fn_with_state(
@@ -653,6 +667,29 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// What the quarantine received since the start: counts by source and reason, its size.
+fn quarantine_status(stats: &kubetrail_pipeline::IngestStats) -> serde_json::Value {
+    let counts = stats
+        .quarantined
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let mut by_reason = serde_json::Map::new();
+    for ((_, reason), n) in &counts {
+        let total = by_reason
+            .get(reason)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        by_reason.insert(reason.clone(), (total + n).into());
+    }
+    serde_json::json!({
+        "quarantined": counts.values().sum::<u64>(),
+        "byReason": by_reason,
+        "dropped": stats.quarantine_dropped.load(Ordering::Relaxed),
+        "bytes": stats.quarantine_bytes.load(Ordering::Relaxed),
+    })
+}
+
 async fn status(State(app): State<Arc<App>>) -> Response {
     let stats = app.ingest.stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -679,9 +716,11 @@ async fn status(State(app): State<Arc<App>>) -> Response {
             },
         },
         "webhook": app.webhook_counts.lock().map(|c| c.clone()).unwrap_or_default(),
+        "quarantine": quarantine_status(stats),
         "tail": {
             "events": app.tail_stats.iter().map(|t| load(&t.events)).sum::<u64>(),
             "skippedLines": app.tail_stats.iter().map(|t| load(&t.skipped)).sum::<u64>(),
+            "quarantinedLines": app.tail_stats.iter().map(|t| load(&t.quarantined)).sum::<u64>(),
             "filtered": app.tail_stats.iter().map(|t| load(&t.filtered)).sum::<u64>(),
             "files": files,
         },

@@ -141,6 +141,12 @@ fn gauge(
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceReasonLabel {
+    source: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FileLabel {
     path: String,
 }
@@ -190,6 +196,36 @@ impl Collector for Figures {
             "kubetrail_ingest_last_accepted_timestamp_seconds",
             "When new events were last acknowledged durable (Unix time; 0 before the first)",
             ingest.last_accepted_micros.load(Ordering::Relaxed) / 1_000_000,
+        )?;
+        let quarantined = ingest
+            .quarantined
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let mut family = encoder.encode_descriptor(
+            "kubetrail_quarantined_events",
+            "Bad inputs (events, lines) kept in the quarantine, by source and reason",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for ((source, reason), n) in &quarantined {
+            let label = SourceReasonLabel {
+                source: source.clone(),
+                reason: reason.clone(),
+            };
+            ConstCounter::new(*n).encode(family.encode_family(&label)?)?;
+        }
+        counter(
+            &mut encoder,
+            "kubetrail_quarantine_dropped_events",
+            "Bad inputs counted but not kept: the quarantine was at its size limit",
+            load(&ingest.quarantine_dropped),
+        )?;
+        gauge(
+            &mut encoder,
+            "kubetrail_quarantine_bytes",
+            "Bytes in the quarantine (quarantine.maxSize is the limit)",
+            load(&ingest.quarantine_bytes) as i64,
         )?;
         gauge(
             &mut encoder,

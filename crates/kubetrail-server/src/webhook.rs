@@ -7,9 +7,11 @@
 //! certificate's common name (mTLS). Each credential belongs to one cluster whose name is stamped
 //! on the events. A request that names a cluster (`?cluster=NAME`) must name its own.
 //!
-//! The answer is 2xx only once every event is durable in the write-ahead log; the API server
-//! retries anything else (up to 5 times), and retried batches are deduplicated by the store.
-//! Every refusal is counted by reason.
+//! The answer is 2xx only once every event is durable in the write-ahead log, and every bad
+//! event of the batch (nested too deep, a broken field) durable in the quarantine; the API
+//! server retries anything else (up to 5 times), and retried batches are deduplicated by the
+//! store. A body that is not an EventList at all is refused (400). Every refusal is counted by
+//! reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kubetrail_pipeline::{Batch, BatchOutcome, IngestError};
+use kubetrail_pipeline::{Batch, BatchOutcome, BatchSource, IngestError};
 use serde_json::json;
 
 use crate::metrics::{SourceCluster, SourceReason};
@@ -190,7 +192,12 @@ async fn accept(
     app.metrics.webhook_bytes.inc_by(bytes.len() as u64);
     // The writer thread decodes the body (see `kubetrail_pipeline::ingest`): the request
     // holds only its bytes while it waits.
-    let batch = Batch::document(cluster.clone(), bytes.clone(), app.transforms.clone());
+    let batch = Batch::document(
+        BatchSource::Webhook,
+        cluster.clone(),
+        bytes.clone(),
+        app.transforms.clone(),
+    );
     let ack = app
         .ingest
         .try_submit(batch)
@@ -201,9 +208,12 @@ async fn accept(
         Err(_) => return Err(ingest_refusal(&IngestError::ShuttingDown)),
     };
     refuse_without_events(&outcome, &bytes)?;
-    if let Some(first) = outcome.skips.first() {
+    if outcome.skipped > outcome.quarantined
+        && let Some(first) = outcome.skips.first()
+    {
         tracing::warn!(
             skipped = outcome.skipped,
+            quarantined = outcome.quarantined,
             %first,
             "bad events in a webhook batch were skipped"
         );
@@ -221,6 +231,7 @@ async fn accept(
         "duplicates": outcome.duplicates,
         "filtered": outcome.filtered,
         "skipped": outcome.skipped,
+        "quarantined": outcome.quarantined,
     }))
 }
 
@@ -395,9 +406,14 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// A body in which nothing was an event is refused as malformed, saying why.
+/// A body that is not an EventList (or an Event) at all is refused as malformed, saying why.
+/// A well-formed body whose events are all bad is answered 2xx: its events are in the
+/// quarantine, and a refusal would only make the API server send it again and again.
 fn refuse_without_events(outcome: &BatchOutcome, body: &[u8]) -> Result<(), Refusal> {
-    if outcome.kept() > 0 || outcome.filtered > 0 {
+    if outcome.kept() > 0
+        || outcome.filtered > 0
+        || outcome.skips.iter().any(|s| s.is_event_level())
+    {
         return Ok(());
     }
     if let Some(first) = outcome.skips.first() {

@@ -10,6 +10,7 @@ mod error;
 mod keys;
 pub mod output;
 mod quantiles;
+pub mod quarantine;
 mod schema;
 mod segment;
 mod udf;

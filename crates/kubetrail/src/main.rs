@@ -7,6 +7,7 @@ mod cat;
 mod input;
 mod output;
 mod policy;
+mod quarantine;
 mod rbac;
 mod report;
 mod send;
@@ -63,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Bad input kept aside by serve and import (too deep, not JSON, …): list, show, replay.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::report(args),
         Command::Rbac { command } => rbac::run(command),
         Command::Store { command } => store::store(command),
+        Command::Quarantine { command } => quarantine::run(command),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),

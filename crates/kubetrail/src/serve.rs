@@ -299,6 +299,42 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
     })
 }
 
+/// POSTs JSON to a running server's API with its token and returns the JSON answer; an answer
+/// other than 2xx is an error carrying the server's message.
+pub(crate) fn post_json(
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+    ca_cert: Option<&PathBuf>,
+) -> Result<serde_json::Value> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(600));
+        if url.starts_with("https://") {
+            builder = builder.use_preconfigured_tls(client_tls(ca_cert)?);
+        }
+        let response = builder
+            .build()?
+            .post(url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!(
+                "{url} answered {status}: {}",
+                answer["error"].as_str().unwrap_or("")
+            );
+        }
+        Ok(answer)
+    })
+}
+
 pub(crate) fn client_tls(ca: Option<&PathBuf>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -370,6 +406,22 @@ fn render_status(body: &serde_json::Value) -> String {
             out.push_str(&format!("  {key}: {value}\n"));
         }
     }
+    let quarantine = &body["quarantine"];
+    let reasons: Vec<String> = quarantine["byReason"]
+        .as_object()
+        .map(|r| r.iter().map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "\nQuarantine (bad input kept aside: kubetrail quarantine list)\n  since start {}{}  not kept (size limit) {}  on disk {} bytes\n",
+        quarantine["quarantined"],
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
+        quarantine["dropped"],
+        quarantine["bytes"],
+    ));
     out.push_str(&format!(
         "\nFiles\n  events {}  skipped lines {}  filtered {}\n",
         tail["events"], tail["skippedLines"], tail["filtered"]

@@ -9,10 +9,11 @@ use anyhow::{Context, Result, bail};
 use arrow::array::Array;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubetrail_event::{Decoded, Timestamp};
+use kubetrail_event::{DecodeOptions, Decoded, Timestamp};
 use kubetrail_pipeline::ingest::now_micros;
 use kubetrail_pipeline::{Transforms, Verdict};
 use kubetrail_query::{CompileOptions, DataFusionDialect, compile, parse};
+use kubetrail_store::quarantine::{Quarantine, Quarantined};
 use kubetrail_store::{
     Appended, CompactionOptions, EventWriter, QueryEngine, Retention, StoreError, WriterOptions,
     output,
@@ -214,6 +215,7 @@ struct ImportSummary {
     dropped_by_policy: u64,
     redacted: u64,
     skipped: BTreeMap<&'static str, u64>,
+    quarantined: u64,
     bytes: u64,
 }
 
@@ -232,7 +234,35 @@ struct ImportRun<'a> {
     progress: Option<ProgressBar>,
     started: Instant,
     ingest_micros: i64,
+    /// Skipped input is kept in the store's quarantine (`kubetrail quarantine list`).
+    quarantine: Quarantine,
+    bad: Vec<Quarantined>,
 }
+
+impl ImportRun<'_> {
+    /// Writes the skipped input gathered so far to the quarantine.
+    fn quarantine_bad_input(&mut self) -> Result<()> {
+        let added = self
+            .quarantine
+            .add(&self.bad)
+            .context("cannot write bad input to the quarantine")?;
+        self.bad.clear();
+        self.summary.quarantined += added.kept;
+        if added.dropped > 0 {
+            eprintln!(
+                "kubetrail: the quarantine is at its size limit: {} bad inputs were not kept",
+                added.dropped
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Bad inputs gathered before they are written to the quarantine (one fsync for them all).
+const QUARANTINE_BATCH: usize = 1000;
+
+/// The quarantine's size limit for `import` (as `serve`'s default, `quarantine.maxSize`).
+const IMPORT_QUARANTINE_BYTES: u64 = 256 << 20;
 
 impl DecodeHandler for ImportRun<'_> {
     fn decoded(&mut self, decoded: Decoded<'_>) {
@@ -266,13 +296,31 @@ impl DecodeHandler for ImportRun<'_> {
                     Err(e) => self.error = Some(e),
                 }
             }
-            Decoded::Skipped(skip) => {
+            Decoded::Skipped(mut skip) => {
                 *self
                     .summary
                     .skipped
                     .entry(skip.reason.as_str())
                     .or_default() += 1;
                 self.diagnostics.skipped(&self.input_name, &skip);
+                let input = skip.input.take();
+                self.bad.push(Quarantined {
+                    source: "import",
+                    cluster: self.cluster.to_owned(),
+                    location: self.input_name.clone(),
+                    line: Some(skip.line),
+                    offset: skip.offset,
+                    item: skip.item,
+                    reason: skip.reason.as_str().to_owned(),
+                    message: skip.message,
+                    size: input.as_ref().map_or(0, |i| i.len() as u64),
+                    input,
+                });
+                if self.bad.len() >= QUARANTINE_BATCH
+                    && let Err(e) = self.quarantine_bad_input()
+                {
+                    self.diagnostics.input_failed(&e);
+                }
             }
             Decoded::Ignored { .. } => {}
         }
@@ -327,12 +375,19 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
         progress,
         started: Instant::now(),
         ingest_micros: now_micros(),
+        quarantine: Quarantine::open(&args.data.data, IMPORT_QUARANTINE_BYTES)
+            .context("cannot open the quarantine")?,
+        bad: Vec::new(),
     };
-    let options = args.decode.options();
+    let options = DecodeOptions {
+        keep_skipped_input: true,
+        ..args.decode.options()
+    };
     for input in &inputs {
         run.input_name = input.name();
         run.logged = !input.is_rereadable();
         let result = decode_input(input, &options, &mut run);
+        run.quarantine_bad_input()?;
         if run.error.is_none()
             && let Err(e) = run.writer.commit()
         {
@@ -357,13 +412,14 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
     }
     let elapsed = run.started.elapsed().as_secs_f64();
     eprintln!(
-        "imported {} events ({} duplicates, {} excluded, {} dropped by policy, {} redacted, {} skipped) in {elapsed:.1}s, {:.0} events/s",
+        "imported {} events ({} duplicates, {} excluded, {} dropped by policy, {} redacted, {} skipped, {} quarantined) in {elapsed:.1}s, {:.0} events/s",
         run.summary.imported,
         run.summary.duplicates,
         run.summary.excluded,
         run.summary.dropped_by_policy,
         run.summary.redacted,
         run.summary.skipped.values().sum::<u64>(),
+        run.summary.quarantined,
         run.summary.imported as f64 / elapsed.max(1e-3),
     );
     let mut sink = StdoutSink::new();
