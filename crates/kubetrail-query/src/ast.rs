@@ -1,5 +1,7 @@
 //! The parsed form of a query: a search expression and a pipeline of commands.
 
+use std::sync::Arc;
+
 use crate::fields::{Field, JsonColumn};
 use crate::lexer::CompareOp;
 
@@ -28,6 +30,14 @@ pub enum Expr {
         /// The value.
         pattern: Pattern,
     },
+    /// `field:(a OR b OR …)` with exact values: the field equals one of them. One set lookup
+    /// however many values, so allowlists and exemptions of any size stay fast.
+    In {
+        /// The field (a column, or an annotation).
+        field: Field,
+        /// The values.
+        values: ValueSet,
+    },
     /// `field:*`: the field has a (non-empty) value.
     Exists(Field),
     /// `field>value` and the other comparisons.
@@ -48,6 +58,29 @@ pub enum Expr {
         /// The text.
         text: String,
     },
+}
+
+/// A set of exact values, sorted and without duplicates; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueSet(Arc<[String]>);
+
+impl ValueSet {
+    /// The set of `values`.
+    pub fn new(mut values: Vec<String>) -> Self {
+        values.sort_unstable();
+        values.dedup();
+        ValueSet(values.into())
+    }
+
+    /// Whether `value` is in the set (a binary search).
+    pub fn contains(&self, value: &str) -> bool {
+        self.0.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
+    }
+
+    /// The values, sorted.
+    pub fn values(&self) -> &[String] {
+        &self.0
+    }
 }
 
 /// A value to match a field against.
@@ -133,6 +166,8 @@ pub enum Pipe {
     Timechart {
         /// Bucket width in microseconds.
         span_micros: i64,
+        /// Where the width is written in the query.
+        span_at: usize,
         /// The aggregates.
         aggregates: Vec<Aggregate>,
         /// An optional series field.

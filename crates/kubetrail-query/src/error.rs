@@ -9,6 +9,8 @@ pub struct QueryError {
     pub position: usize,
     /// What is wrong and what was expected, in words.
     pub message: String,
+    /// When the query went past a limit: the limit's configuration key (`query.maxDepth`).
+    pub limit: Option<&'static str>,
 }
 
 impl QueryError {
@@ -16,6 +18,16 @@ impl QueryError {
         QueryError {
             position,
             message: message.into(),
+            limit: None,
+        }
+    }
+
+    /// The query goes past the limit configured as `key`.
+    pub(crate) fn limit(position: usize, key: &'static str, message: impl Into<String>) -> Self {
+        QueryError {
+            position,
+            message: format!("{} ({key})", message.into()),
+            limit: Some(key),
         }
     }
 

@@ -237,6 +237,15 @@ impl Field {
         ))
     }
 
+    /// Whether exact values of the field can be looked up in a set ([`crate::Expr::In`]): a
+    /// text or list column, or an annotation (body paths hold many values of any type).
+    pub fn is_set_searchable(&self) -> bool {
+        match self {
+            Field::Column(def) => matches!(def.kind, FieldKind::Text | FieldKind::List),
+            Field::Json { column, .. } => *column == JsonColumn::Annotations,
+        }
+    }
+
     /// The field's type; paths into JSON are text.
     pub fn kind(&self) -> FieldKind {
         match self {

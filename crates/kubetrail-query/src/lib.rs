@@ -14,16 +14,18 @@ mod ast;
 mod error;
 mod fields;
 mod lexer;
+mod limits;
 mod matcher;
 mod parser;
 mod sql;
 
-pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
+pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey, ValueSet};
 pub use error::QueryError;
 pub use fields::{FIELDS, Field, FieldDef, FieldKind, JsonColumn, parse_duration_micros};
 pub use lexer::CompareOp;
+pub use limits::QueryLimits;
 pub use matcher::{Matcher, wildcard_match};
-pub use parser::parse;
+pub use parser::{parse, parse_with};
 pub use sql::{
     CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, SEARCH_COLUMNS,
     SearchCursor, compile, compile_search,

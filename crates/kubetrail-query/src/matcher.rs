@@ -73,6 +73,10 @@ impl Context<'_, '_> {
                 };
                 body.is_some_and(|b| contains_ignore_ascii_case(b.as_str(), text))
             }
+            Expr::In { field, values } => match self.value(field) {
+                FieldValue::Text(found) => found.iter().any(|v| values.contains(v)),
+                FieldValue::Int(_) | FieldValue::Bool(_) => false,
+            },
             Expr::Exists(field) => match self.value(field) {
                 FieldValue::Text(values) => values.iter().any(|v| !v.is_empty()),
                 FieldValue::Int(v) => v.is_some(),

@@ -14,18 +14,39 @@
 
 use kubetrail_event::Timestamp;
 
-use crate::ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
+use crate::ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey, ValueSet};
 use crate::error::QueryError;
 use crate::fields::{Field, FieldKind, JsonColumn, parse_duration_micros};
 use crate::lexer::{CompareOp, Spanned, Token, tokenize};
+use crate::limits::QueryLimits;
 
-/// Parses a query.
+/// Parses a query under the default [`QueryLimits`].
 pub fn parse(query: &str) -> Result<Query, QueryError> {
+    parse_with(query, &QueryLimits::default())
+}
+
+/// Parses a query under `limits`. The parser recurses only into parentheses and negations, at
+/// most `max_depth` levels.
+pub fn parse_with(query: &str, limits: &QueryLimits) -> Result<Query, QueryError> {
+    if query.len() > limits.max_length {
+        return Err(QueryError::limit(
+            limits.max_length,
+            "query.maxLength",
+            format!(
+                "the query is {} bytes long, longer than the limit of {} bytes",
+                query.len(),
+                limits.max_length
+            ),
+        ));
+    }
     let tokens = tokenize(query)?;
     let mut parser = Parser {
         tokens,
         pos: 0,
         end: query.len(),
+        limits,
+        depth: 0,
+        terms: 0,
     };
     let filter = if parser.at_pipe_or_end() {
         None
@@ -51,15 +72,20 @@ pub fn parse(query: &str) -> Result<Query, QueryError> {
     Ok(Query { filter, pipes })
 }
 
-struct Parser {
+struct Parser<'l> {
     tokens: Vec<Spanned>,
     pos: usize,
     end: usize,
+    limits: &'l QueryLimits,
+    /// Parentheses and negations open around the current token.
+    depth: usize,
+    /// Search terms read so far.
+    terms: usize,
 }
 
 const COMMANDS: &str = "stats, timechart, top, sort, fields, limit";
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> Option<&Spanned> {
         self.tokens.get(self.pos)
     }
@@ -132,7 +158,7 @@ impl Parser {
         Ok(if terms.len() == 1 {
             terms.remove(0)
         } else {
-            Expr::Or(terms)
+            any_of(terms)
         })
     }
 
@@ -170,6 +196,22 @@ impl Parser {
         })
     }
 
+    /// Enters a parenthesis or a negation at `at`, refusing to go deeper than the limit.
+    fn descend(&mut self, at: usize) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > self.limits.max_depth {
+            return Err(QueryError::limit(
+                at,
+                "query.maxDepth",
+                format!(
+                    "the query nests parentheses and negations more than {} levels deep",
+                    self.limits.max_depth
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Expr, QueryError> {
         let at = self.here();
         if self.is_word("NOT")
@@ -188,7 +230,10 @@ impl Parser {
                     format!("expected a search term to negate, found {}", self.found()),
                 ));
             }
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.descend(at)?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         if matches!(
             self.peek(),
@@ -210,7 +255,9 @@ impl Parser {
                     "empty parentheses: expected a search term",
                 ));
             }
+            self.descend(at)?;
             let inner = self.or()?;
+            self.depth -= 1;
             if matches!(
                 self.peek(),
                 Some(Spanned {
@@ -236,9 +283,21 @@ impl Parser {
         let Some(token) = self.peek().cloned() else {
             return Err(QueryError::at(self.end, "expected a search term"));
         };
+        self.terms += 1;
+        if self.terms > self.limits.max_terms {
+            return Err(QueryError::limit(
+                token.at,
+                "query.maxTerms",
+                format!(
+                    "the query has more than {} search terms; for many values of one field, use a value list: user:(a OR b OR …)",
+                    self.limits.max_terms
+                ),
+            ));
+        }
         let name = match token.token {
             Token::Quoted(text) => {
                 self.pos += 1;
+                self.check_length(&text, token.at)?;
                 return Ok(Expr::Text(text));
             }
             Token::Word(word) => {
@@ -267,6 +326,16 @@ impl Parser {
                     self.pos += 1;
                     let mut alternatives = vec![self.match_value(&field, &name)?];
                     loop {
+                        if alternatives.len() > self.limits.max_values {
+                            return Err(QueryError::limit(
+                                self.here(),
+                                "query.maxValues",
+                                format!(
+                                    "a value list holds at most {} values",
+                                    self.limits.max_values
+                                ),
+                            ));
+                        }
                         match self.peek().map(|t| t.token.clone()) {
                             Some(Token::Close) => {
                                 self.pos += 1;
@@ -300,7 +369,7 @@ impl Parser {
                     return Ok(if alternatives.len() == 1 {
                         alternatives.remove(0)
                     } else {
-                        Expr::Or(alternatives)
+                        any_of(alternatives)
                     });
                 }
                 self.match_value(&field, &name)
@@ -334,8 +403,38 @@ impl Parser {
                     "expected `|` before the command `{name}` (to search for the word, quote it: \"{name}\")"
                 ),
             )),
-            _ => Ok(Expr::Text(name)),
+            _ => {
+                self.check_length(&name, token.at)?;
+                Ok(Expr::Text(name))
+            }
         }
+    }
+
+    fn too_many_rows(&self, at: usize, n: u64) -> QueryError {
+        QueryError::limit(
+            at,
+            "query.maxRows",
+            format!(
+                "{n} rows are more than an answer may have ({})",
+                self.limits.max_rows
+            ),
+        )
+    }
+
+    /// Refuses a value or free-text term longer than the limit.
+    fn check_length(&self, text: &str, at: usize) -> Result<(), QueryError> {
+        if text.len() > self.limits.max_value_length {
+            return Err(QueryError::limit(
+                at,
+                "query.maxValueLength",
+                format!(
+                    "this value is {} bytes long, longer than the limit of {} bytes",
+                    text.len(),
+                    self.limits.max_value_length
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A value token after `field:` or an operator.
@@ -346,6 +445,7 @@ impl Parser {
                 at,
             }) if !w.is_empty() => {
                 self.pos += 1;
+                self.check_length(&w, at)?;
                 Ok((w, at))
             }
             Some(Spanned {
@@ -353,6 +453,7 @@ impl Parser {
                 at,
             }) => {
                 self.pos += 1;
+                self.check_length(&q, at)?;
                 Ok((q, at))
             }
             _ => Err(QueryError::at(
@@ -442,7 +543,21 @@ impl Parser {
                 let aggregates = self.aggregates()?;
                 let by = if self.is_word("by") {
                     self.pos += 1;
-                    self.fields()?
+                    let by_at = self.here();
+                    let by = self.fields(self.limits.max_group_by, "query.maxGroupBy")?;
+                    if let Some(clash) = aggregates
+                        .iter()
+                        .find(|a| by.iter().any(|f| f.display_name() == a.alias))
+                    {
+                        return Err(QueryError::at(
+                            by_at,
+                            format!(
+                                "`{}` names both an aggregate and a field to group by: name the aggregate with `as`",
+                                clash.alias
+                            ),
+                        ));
+                    }
+                    by
                 } else {
                     Vec::new()
                 };
@@ -463,7 +578,16 @@ impl Parser {
                 let aggregates = self.aggregates()?;
                 let by = if self.is_word("by") {
                     self.pos += 1;
-                    let mut fields = self.fields()?;
+                    let mut fields = self.fields(2, "query.maxGroupBy")?;
+                    if fields.iter().any(|f| {
+                        f.display_name() == "time"
+                            || aggregates.iter().any(|a| a.alias == f.display_name())
+                    }) {
+                        return Err(QueryError::at(
+                            span_at,
+                            "a timechart's series field must differ from `time` and from the aggregates' names",
+                        ));
+                    }
                     if fields.len() > 1 {
                         return Err(QueryError::at(
                             span_at,
@@ -477,6 +601,7 @@ impl Parser {
                 self.end_of_command("timechart")?;
                 Ok(Pipe::Timechart {
                     span_micros,
+                    span_at,
                     aggregates,
                     by,
                 })
@@ -489,10 +614,13 @@ impl Parser {
                 }) = self.peek()
                     && let Ok(n) = w.parse::<u64>()
                 {
+                    if n > self.limits.max_rows {
+                        return Err(self.too_many_rows(self.here(), n));
+                    }
                     limit = n;
                     self.pos += 1;
                 }
-                let mut fields = self.fields()?;
+                let mut fields = self.fields(2, "query.maxGroupBy")?;
                 if fields.len() != 1 {
                     return Err(QueryError::at(at, "top takes one field: `top 10 user`"));
                 }
@@ -538,7 +666,7 @@ impl Parser {
                 Ok(Pipe::Sort(keys))
             }
             "fields" => {
-                let fields = self.fields()?;
+                let fields = self.fields(self.limits.max_terms, "query.maxTerms")?;
                 self.end_of_command("fields")?;
                 Ok(Pipe::Fields(fields))
             }
@@ -547,6 +675,9 @@ impl Parser {
                 let n = self.take_word().and_then(|(w, _)| w.parse::<u64>().ok());
                 let n =
                     n.ok_or_else(|| QueryError::at(n_at, "expected a number of rows after limit"))?;
+                if n > self.limits.max_rows {
+                    return Err(self.too_many_rows(n_at, n));
+                }
                 self.end_of_command("limit")?;
                 Ok(Pipe::Limit(n))
             }
@@ -568,8 +699,10 @@ impl Parser {
         }
     }
 
-    fn fields(&mut self) -> Result<Vec<Field>, QueryError> {
-        let mut fields = Vec::new();
+    /// A comma-separated list of fields, each named once, at most `max` of them (the limit
+    /// configured as `key`).
+    fn fields(&mut self, max: usize, key: &'static str) -> Result<Vec<Field>, QueryError> {
+        let mut fields: Vec<Field> = Vec::new();
         loop {
             let at = self.here();
             let Some((word, _)) = self.take_word() else {
@@ -578,7 +711,24 @@ impl Parser {
                     format!("expected a field name, found {}", self.found()),
                 ));
             };
-            fields.push(Field::resolve(&word, at)?);
+            let field = Field::resolve(&word, at)?;
+            if fields
+                .iter()
+                .any(|f| f.display_name() == field.display_name())
+            {
+                return Err(QueryError::at(
+                    at,
+                    format!("`{}` is already in this list", field.display_name()),
+                ));
+            }
+            if fields.len() == max {
+                return Err(QueryError::limit(
+                    at,
+                    key,
+                    format!("at most {max} fields fit in this list"),
+                ));
+            }
+            fields.push(field);
             if !matches!(
                 self.peek(),
                 Some(Spanned {
@@ -729,6 +879,43 @@ impl Parser {
             }
             self.pos += 1;
         }
+    }
+}
+
+/// Alternatives of a search (`a OR b`, a value list): exact values of one field become one
+/// set lookup ([`Expr::In`]), whatever else the alternatives hold stays an `OR` beside it.
+fn any_of(alternatives: Vec<Expr>) -> Expr {
+    let mut sets: Vec<(Field, Vec<String>)> = Vec::new();
+    let mut rest = Vec::new();
+    for alternative in alternatives {
+        match alternative {
+            Expr::Match {
+                field,
+                pattern: Pattern::Exact(value),
+            } if field.is_set_searchable() => match sets.iter_mut().find(|(f, _)| *f == field) {
+                Some((_, values)) => values.push(value),
+                None => sets.push((field, vec![value])),
+            },
+            other => rest.push(other),
+        }
+    }
+    for (field, values) in sets {
+        rest.push(if values.len() == 1 {
+            Expr::Match {
+                field,
+                pattern: Pattern::Exact(values.into_iter().next().unwrap_or_default()),
+            }
+        } else {
+            Expr::In {
+                field,
+                values: ValueSet::new(values),
+            }
+        });
+    }
+    if rest.len() == 1 {
+        rest.remove(0)
+    } else {
+        Expr::Or(rest)
     }
 }
 

@@ -6,12 +6,16 @@
 //! numbers that shape the query (bucket widths, limits, percentiles) are parsed integers.
 //!
 //! Text columns of the store are never NULL (absent is `''`), so negation means what users
-//! expect; nullable numbers are guarded with `COALESCE` under `NOT`.
+//! expect; a negated condition is written `(…) IS NOT TRUE`, so a NULL number (an event
+//! without a status code) matches `-code:200` as users expect. The SQL stays shallow: `AND` and
+//! `OR` of many terms are balanced trees, value lists one `IN`, and a negation one node
+//! (`NOT COALESCE(…)` nested two, whose names DataFusion formats recursively).
 
 use crate::ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
 use crate::error::QueryError;
 use crate::fields::{Field, FieldKind, JsonColumn};
 use crate::lexer::CompareOp;
+use crate::limits::QueryLimits;
 use crate::parser::is_identifier;
 
 /// A parameter value of a compiled query.
@@ -60,6 +64,13 @@ pub trait Dialect {
     fn list_like(&self, column: &str, pattern: &str) -> String;
     /// Whether a list column is non-empty.
     fn list_not_empty(&self, column: &str) -> String;
+    /// Whether an expression equals one of the values (placeholders); engines answer this with
+    /// a hash set built once per query.
+    fn in_values(&self, expr: &str, values: &[String]) -> String {
+        format!("{expr} IN ({})", values.join(", "))
+    }
+    /// Whether any element of a list column equals one of the values (placeholders).
+    fn list_has_any(&self, column: &str, values: &[String]) -> String;
     /// Whether any value at a dotted JSON path of a JSON text column (arrays searched
     /// element-wise) equals the value, or matches it as a `*` wildcard pattern when `wildcard`
     /// is true.
@@ -101,6 +112,9 @@ impl Dialect for DataFusionDialect {
     fn list_not_empty(&self, column: &str) -> String {
         format!("cardinality({column}) > 0")
     }
+    fn list_has_any(&self, column: &str, values: &[String]) -> String {
+        format!("array_has_any({column}, make_array({}))", values.join(", "))
+    }
     fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String {
         format!("kt_json_path_match({column}, {path}, {value}, {wildcard})")
     }
@@ -134,6 +148,8 @@ pub struct CompileOptions {
     pub cluster: Option<String>,
     /// The row limit of event results without `| limit`.
     pub default_limit: u64,
+    /// The limits (timechart buckets, rows).
+    pub limits: QueryLimits,
 }
 
 /// The event columns shown when a query has no `fields` command.
@@ -175,7 +191,7 @@ pub fn compile(
         event_rows: true,
     };
     for pipe in &query.pipes {
-        c.apply(&mut stage, pipe)?;
+        c.apply(&mut stage, pipe, options)?;
     }
     if stage.event_rows && stage.select.is_empty() {
         for name in DEFAULT_FIELDS {
@@ -192,6 +208,11 @@ pub fn compile(
         if stage.limit.is_none() && options.default_limit > 0 {
             stage.limit = Some(options.default_limit);
         }
+    }
+    // One row more than the limit tells the caller the answer would have been larger.
+    if options.limits.max_rows < u64::MAX {
+        let cap = options.limits.max_rows + 1;
+        stage.limit = Some(stage.limit.map_or(cap, |l| l.min(cap)));
     }
     let columns = stage
         .select
@@ -369,17 +390,28 @@ impl Compiler<'_> {
 
     fn expr(&mut self, expr: &Expr) -> String {
         match expr {
-            Expr::And(all) => all
-                .iter()
-                .map(|e| format!("({})", self.expr(e)))
-                .collect::<Vec<_>>()
-                .join(" AND "),
-            Expr::Or(any) => any
-                .iter()
-                .map(|e| format!("({})", self.expr(e)))
-                .collect::<Vec<_>>()
-                .join(" OR "),
-            Expr::Not(inner) => format!("NOT COALESCE(({}), FALSE)", self.expr(inner)),
+            Expr::And(all) => {
+                let parts = all.iter().map(|e| self.expr(e)).collect();
+                balanced(parts, " AND ")
+            }
+            Expr::Or(any) => {
+                let parts = any.iter().map(|e| self.expr(e)).collect();
+                balanced(parts, " OR ")
+            }
+            Expr::Not(inner) => format!("({}) IS NOT TRUE", self.expr(inner)),
+            Expr::In { field, values } => {
+                let column = self.column(field);
+                let placeholders: Vec<String> = values
+                    .values()
+                    .iter()
+                    .map(|v| self.param(Param::Text(v.clone())))
+                    .collect();
+                if field.kind() == FieldKind::List {
+                    self.dialect.list_has_any(&column, &placeholders)
+                } else {
+                    self.dialect.in_values(&column, &placeholders)
+                }
+            }
             Expr::Text(text) => {
                 let column = self.dialect.ident("event");
                 let needle = self.param(Param::Text(text.clone()));
@@ -522,7 +554,12 @@ impl Compiler<'_> {
         }
     }
 
-    fn apply(&mut self, stage: &mut Stage, pipe: &Pipe) -> Result<(), QueryError> {
+    fn apply(
+        &mut self,
+        stage: &mut Stage,
+        pipe: &Pipe,
+        options: &CompileOptions,
+    ) -> Result<(), QueryError> {
         let shaping = matches!(
             pipe,
             Pipe::Stats { .. } | Pipe::Timechart { .. } | Pipe::Top { .. } | Pipe::Fields(_)
@@ -549,9 +586,23 @@ impl Compiler<'_> {
             }
             Pipe::Timechart {
                 span_micros,
+                span_at,
                 aggregates,
                 by,
             } => {
+                if let (Some(from), Some(to)) = (options.from_micros, options.to_micros) {
+                    let buckets = ((to - from).max(0) as u64).div_ceil(*span_micros as u64);
+                    if buckets > options.limits.max_buckets {
+                        return Err(QueryError::limit(
+                            *span_at,
+                            "query.maxBuckets",
+                            format!(
+                                "this timechart would have {buckets} buckets over the time range, more than the limit of {}: widen the span or narrow the range",
+                                options.limits.max_buckets
+                            ),
+                        ));
+                    }
+                }
                 let bucket = self
                     .dialect
                     .time_bucket(&self.dialect.ident("time"), *span_micros);
@@ -626,6 +677,21 @@ impl Compiler<'_> {
     }
 }
 
+/// Conditions joined by `op` as a balanced tree of parentheses. SQL parsers read `a OR b OR c
+/// …` into a chain as deep as it is long, and engines walk such trees recursively; halving
+/// keeps the depth at the logarithm of the number of terms.
+fn balanced(mut parts: Vec<String>, op: &str) -> String {
+    if parts.len() <= 4 {
+        return parts
+            .iter()
+            .map(|p| format!("({p})"))
+            .collect::<Vec<_>>()
+            .join(op);
+    }
+    let right = parts.split_off(parts.len() / 2);
+    format!("({}){op}({})", balanced(parts, op), balanced(right, op))
+}
+
 /// Escapes LIKE metacharacters in literal text.
 fn like_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -670,7 +736,7 @@ mod tests {
     fn searches_become_parameterized_conditions() {
         check(
             "user:system:serviceaccount:kube-system:* -verb:get code>=400",
-            r#"SELECT "time" AS "time", "user" AS "user", "verb" AS "verb", "resource" AS "resource", "subresource" AS "subresource", "namespace" AS "ns", "name" AS "name", "code" AS "code", "latency_us" AS "latency", "client" AS "client" FROM events WHERE (("user" LIKE $1) AND (NOT COALESCE(("verb" = $2), FALSE)) AND ("code" >= $3)) ORDER BY "time" DESC LIMIT 100"#,
+            r#"SELECT "time" AS "time", "user" AS "user", "verb" AS "verb", "resource" AS "resource", "subresource" AS "subresource", "namespace" AS "ns", "name" AS "name", "code" AS "code", "latency_us" AS "latency", "client" AS "client" FROM events WHERE (("user" LIKE $1) AND (("verb" = $2) IS NOT TRUE) AND ("code" >= $3)) ORDER BY "time" DESC LIMIT 100"#,
             &[
                 Param::Text("system:serviceaccount:kube-system:%".into()),
                 Param::Text("get".into()),
@@ -744,12 +810,12 @@ mod tests {
         );
         check(
             "| timechart 1m count() by code",
-            r#"SELECT date_bin(INTERVAL '60000000 microseconds', "time", TIMESTAMP '1970-01-01T00:00:00Z') AS "time", "code" AS "code", COUNT(*) AS "count" FROM events GROUP BY 1, 2 ORDER BY 1, 2"#,
+            r#"SELECT date_bin(INTERVAL '60000000 microseconds', "time", TIMESTAMP '1970-01-01T00:00:00Z') AS "time", "code" AS "code", COUNT(*) AS "count" FROM events GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 10001"#,
             &[],
         );
         check(
             "| stats p99(latency) by verb",
-            r#"SELECT "verb" AS "verb", approx_percentile_cont("latency_us", 0.99) AS "p99_latency" FROM events GROUP BY 1 ORDER BY 2 DESC, 1"#,
+            r#"SELECT "verb" AS "verb", approx_percentile_cont("latency_us", 0.99) AS "p99_latency" FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10001"#,
             &[],
         );
     }
@@ -782,12 +848,12 @@ mod tests {
     fn body_text_reads_the_request_body_column_or_the_event() {
         check(
             "requestObject:*Debug-Tools* | stats count()",
-            r#"SELECT COUNT(*) AS "count" FROM events WHERE (kt_contains_text("request_object", $1)) ORDER BY 1 DESC"#,
+            r#"SELECT COUNT(*) AS "count" FROM events WHERE (kt_contains_text("request_object", $1)) ORDER BY 1 DESC LIMIT 10001"#,
             &[Param::Text("Debug-Tools".into())],
         );
         check(
             "responseObject:\"a*b\" | stats count()",
-            r#"SELECT COUNT(*) AS "count" FROM events WHERE (kt_json_field_contains_text("event", $2, $1)) ORDER BY 1 DESC"#,
+            r#"SELECT COUNT(*) AS "count" FROM events WHERE (kt_json_field_contains_text("event", $2, $1)) ORDER BY 1 DESC LIMIT 10001"#,
             &[
                 Param::Text("a*b".into()),
                 Param::Text("responseObject".into()),

@@ -19,12 +19,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use kubetrail_query::{
-    CompileOptions, CompiledSql, DataFusionDialect, Field, Param, Pipe, QueryError, SearchCursor,
-    compile, compile_search,
+    CompileOptions, CompiledSql, DataFusionDialect, Field, Param, Pipe, QueryError, QueryLimits,
+    SearchCursor, compile, compile_search,
 };
 use kubetrail_report::rbac::{Subject, SuggestOptions};
 use kubetrail_report::{REPORTS, ReportError, ReportOptions};
-use kubetrail_store::{QueryEngine, StoreError, output};
+use kubetrail_store::{QueryBudget, QueryEngine, StoreError, output};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -34,22 +34,44 @@ use crate::App;
 /// The OpenAPI document, served as is.
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
 
+/// What queries may ask for and use (the `query:` configuration).
+#[derive(Debug, Clone)]
+pub(crate) struct QuerySettings {
+    pub limits: QueryLimits,
+    pub max_facet_fields: usize,
+    pub budget: QueryBudget,
+    pub threads: usize,
+    pub niceness: i32,
+}
+
 /// What the API needs besides the rest of the server.
 pub(crate) struct Api {
     tokens: Vec<String>,
     data: PathBuf,
-    engine: Mutex<Option<Arc<QueryEngine>>>,
+    engine: Mutex<Option<QueryEngine>>,
     queries: tokio::sync::Semaphore,
+    settings: QuerySettings,
 }
 
 impl Api {
-    pub fn new(tokens: Vec<String>, data: PathBuf, max_concurrent_queries: usize) -> Api {
+    pub fn new(
+        tokens: Vec<String>,
+        data: PathBuf,
+        max_concurrent_queries: usize,
+        settings: QuerySettings,
+    ) -> Api {
         Api {
             tokens,
             data,
             engine: Mutex::new(None),
             queries: tokio::sync::Semaphore::new(max_concurrent_queries.max(1)),
+            settings,
         }
+    }
+
+    /// The largest request body the API reads: the longest query and room for the rest.
+    pub fn max_body_bytes(&self) -> usize {
+        self.settings.limits.max_length + (64 << 10)
     }
 
     /// The data directory.
@@ -58,7 +80,7 @@ impl Api {
     }
 
     /// The query engine, opened on first use (the table needs a directory to list).
-    fn engine(&self) -> Result<Arc<QueryEngine>, ApiError> {
+    fn engine(&self) -> Result<QueryEngine, ApiError> {
         let mut engine = self
             .engine
             .lock()
@@ -66,10 +88,55 @@ impl Api {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let opened = Arc::new(QueryEngine::open(&self.data).map_err(ApiError::from_store)?);
+        let niceness = self.settings.niceness;
+        let opened = QueryEngine::open_with(
+            &self.data,
+            self.settings.budget,
+            self.settings.threads,
+            Some(Arc::new(move || lower_priority(niceness))),
+        )
+        .map_err(ApiError::from_store)?;
         *engine = Some(opened.clone());
         Ok(opened)
     }
+}
+
+/// Lowers the scheduling priority of the calling thread (a query engine worker) to
+/// `niceness`: when the CPU is short, the ingest threads get it first, so investigations
+/// cannot slow down collection. Failing to is logged, not fatal.
+fn lower_priority(niceness: i32) {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    if niceness <= 0 {
+        return;
+    }
+    // thread-priority maps its 0–99 scale onto niceness 19 … -20; this is the inverse.
+    let scale = ((19 - niceness.min(19)) * 99 / 39) as u8;
+    let result = ThreadPriorityValue::try_from(scale)
+        .map_err(|e| format!("{e:?}"))
+        .and_then(|value| {
+            thread_priority::set_thread_priority_and_policy(
+                thread_priority::thread_native_id(),
+                ThreadPriority::Crossplatform(value),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    if let Err(error) = result {
+        tracing::warn!(%error, niceness, "cannot lower the priority of a query thread");
+    }
+}
+
+/// A new id for an internal error, to find its details in the log.
+fn error_id() -> String {
+    use std::hash::BuildHasher;
+    static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{:016x}",
+        std::collections::hash_map::RandomState::new().hash_one(n)
+    )
 }
 
 /// The routes, each relative to `/api/v1`. Every path here is documented in
@@ -118,12 +185,16 @@ pub(crate) async fn require_token(
     next.run(request).await
 }
 
-/// An error answer: `{"status": 400, "error": "...", "position": 12}`.
+/// An error answer: `{"status": 400, "error": "...", "position": 12, "limit": "query.maxDepth"}`.
+/// A 500 is kubetrail's own bug: it carries an `errorId` and no internals, which go to the
+/// server's log under the same id.
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
     position: Option<usize>,
+    limit: Option<&'static str>,
+    error_id: Option<String>,
 }
 
 impl ApiError {
@@ -132,6 +203,8 @@ impl ApiError {
             status,
             message: message.into(),
             position: None,
+            limit: None,
+            error_id: None,
         }
     }
 
@@ -139,15 +212,38 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// kubetrail's own failure: logged in full with a new error id; the client gets the id.
     pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+        let id = error_id();
+        tracing::error!(error_id = %id, error = %message.into(), "an API request failed inside kubetrail");
+        ApiError {
+            error_id: Some(id.clone()),
+            ..ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error {id}: the server's log has the details under this id"),
+            )
+        }
     }
 
     fn query(error: &QueryError, text: &str) -> ApiError {
+        // Rendering repeats the query: a short excerpt around the mistake is enough.
+        let rendered = if text.len() > 200 {
+            error.message.clone()
+        } else {
+            error.render(text)
+        };
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("q: {}", error.render(text)),
             position: Some(error.position),
+            limit: error.limit,
+            ..ApiError::bad_request(format!("q: {rendered}"))
+        }
+    }
+
+    /// A request past one of the API's own limits (not the query text's).
+    fn limit(limit: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            limit: Some(limit),
+            ..ApiError::bad_request(format!("{} ({limit})", message.into()))
         }
     }
 
@@ -159,7 +255,14 @@ impl ApiError {
             ),
             // A segment merged away between listing and reading: the query is worth repeating.
             StoreError::Query(message) if message.contains("No such file or directory") => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store changed under the query (compaction); try again",
+                )
+            }
+            StoreError::QueryLimit { limit, message } => ApiError::limit(limit, message),
+            StoreError::Cancelled => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the query was cancelled")
             }
             other => ApiError::internal(other.to_string()),
         }
@@ -183,6 +286,12 @@ impl IntoResponse for ApiError {
         let mut body = json!({"status": self.status.as_u16(), "error": self.message});
         if let Some(position) = self.position {
             body["position"] = json!(position);
+        }
+        if let Some(limit) = self.limit {
+            body["limit"] = json!(limit);
+        }
+        if let Some(id) = self.error_id {
+            body["errorId"] = json!(id);
         }
         (self.status, Json(body)).into_response()
     }
@@ -267,18 +376,20 @@ impl Params {
         })
     }
 
-    fn compile_options(&self) -> Result<CompileOptions, ApiError> {
+    fn compile_options(&self, limits: &QueryLimits) -> Result<CompileOptions, ApiError> {
         let (from_micros, to_micros) = self.range()?;
         Ok(CompileOptions {
             from_micros,
             to_micros,
             cluster: self.cluster.clone(),
             default_limit: 0,
+            limits: limits.clone(),
         })
     }
 
-    fn parsed(&self) -> Result<kubetrail_query::Query, ApiError> {
-        kubetrail_query::parse(self.text()).map_err(|e| ApiError::query(&e, self.text()))
+    fn parsed(&self, limits: &QueryLimits) -> Result<kubetrail_query::Query, ApiError> {
+        kubetrail_query::parse_with(self.text(), limits)
+            .map_err(|e| ApiError::query(&e, self.text()))
     }
 }
 
@@ -296,7 +407,9 @@ fn params_from_json(params: Result<Json<Params>, JsonRejection>) -> Result<Param
 }
 
 /// Runs `job` on a blocking thread with the query engine, waiting for a query slot first. A
-/// query that lost a segment to compaction mid-way is run once more.
+/// query that lost a segment to compaction mid-way is run once more. The job's queries share
+/// the budget's deadline, and stop when the request does: if the client goes away, axum drops
+/// this future, and with it the sender whose closing cancels them.
 async fn with_engine<T: Send + 'static>(
     app: &Arc<App>,
     job: impl Fn(&QueryEngine) -> Result<T, ApiError> + Send + 'static,
@@ -307,17 +420,20 @@ async fn with_engine<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let (_request_alive, cancelled) = tokio::sync::watch::channel(());
     let app = app.clone();
     tokio::task::spawn_blocking(move || {
         // Opening registers the table, which blocks on the engine's runtime: not on ours.
-        let engine = app.api.engine()?;
+        let engine = app.api.engine()?.controlled(cancelled);
         match job(&engine) {
-            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => job(&engine),
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE && e.limit.is_none() => {
+                job(&engine)
+            }
             result => result,
         }
     })
     .await
-    .map_err(|e| ApiError::internal(format!("the query failed: {e}")))?
+    .map_err(|e| ApiError::internal(format!("the query task failed: {e}")))?
 }
 
 pub(crate) fn respond<T: Serialize>(result: Result<T, ApiError>) -> Response {
@@ -375,7 +491,8 @@ async fn run_search(
     params: Result<Params, ApiError>,
 ) -> Result<SearchPage, ApiError> {
     let params = params?;
-    let query = params.parsed()?;
+    let limits = &app.api.settings.limits;
+    let query = params.parsed(limits)?;
     if !query.pipes.is_empty() {
         return Err(ApiError::bad_request(
             "q: a search is a filter without pipes; use /api/v1/query for stats, timechart, top, sort and fields",
@@ -383,7 +500,7 @@ async fn run_search(
     }
     let limit = params.limit(50, 1000)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let options = params.compile_options()?;
+    let options = params.compile_options(limits)?;
     // One row more than the page tells whether there is a next page.
     let compiled = compile_search(
         &query,
@@ -496,18 +613,32 @@ async fn query_post(
 /// Any query of the language, pipes included: `{columns, rows}`.
 async fn run_query(app: &Arc<App>, params: Result<Params, ApiError>) -> Result<Value, ApiError> {
     let params = params?;
-    let query = params.parsed()?;
-    let mut options = params.compile_options()?;
-    options.default_limit = params.limit(100, 10_000)?;
+    let limits = &app.api.settings.limits;
+    let query = params.parsed(limits)?;
+    let mut options = params.compile_options(limits)?;
+    options.default_limit = params.limit(100, limits.max_rows)?;
     let compiled = compile(&query, &DataFusionDialect, &options)
         .map_err(|e| ApiError::query(&e, params.text()))?;
     let columns = compiled.columns.clone();
+    let max_rows = limits.max_rows;
     let rows = with_engine(app, move |engine| {
         let batches = engine.query(&compiled).map_err(ApiError::from_store)?;
+        if batches.iter().map(|b| b.num_rows() as u64).sum::<u64>() > max_rows {
+            return Err(too_many_rows(max_rows));
+        }
         output::json_rows(&batches).map_err(ApiError::from_store)
     })
     .await?;
     Ok(json!({"columns": columns, "rows": rows}))
+}
+
+fn too_many_rows(max_rows: u64) -> ApiError {
+    ApiError::limit(
+        "query.maxRows",
+        format!(
+            "the answer has more than {max_rows} rows: narrow the search, group by fewer fields, or end with `| sort … | limit N`"
+        ),
+    )
 }
 
 /// The fields shown by `facets` when none are asked for.
@@ -523,19 +654,33 @@ async fn facets(
 
 async fn run_facets(app: &Arc<App>, params: Result<Params, ApiError>) -> Result<Value, ApiError> {
     let params = params?;
-    let query = params.parsed()?;
+    let limits = &app.api.settings.limits;
+    let query = params.parsed(limits)?;
     if !query.pipes.is_empty() {
         return Err(ApiError::bad_request(
             "q: facets take a filter without pipes",
         ));
     }
     let limit = params.limit(10, 1000)?;
-    let options = params.compile_options()?;
-    let mut statements = Vec::new();
+    let options = params.compile_options(limits)?;
+    let mut statements: Vec<(String, CompiledSql)> = Vec::new();
     let names = params.fields.as_deref().unwrap_or(DEFAULT_FACETS);
+    let max_fields = app.api.settings.max_facet_fields;
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let field = Field::resolve(name, 0)
             .map_err(|e| ApiError::bad_request(format!("fields: {name}: {}", e.message)))?;
+        // Each field is one more scan: a name given twice is answered once.
+        if statements.iter().any(|(n, _)| {
+            Field::resolve(n, 0).is_ok_and(|f| f.display_name() == field.display_name())
+        }) {
+            continue;
+        }
+        if statements.len() == max_fields {
+            return Err(ApiError::limit(
+                "query.maxFacetFields",
+                format!("fields: at most {max_fields} facets per request"),
+            ));
+        }
         let mut top = query.clone();
         top.pipes.push(Pipe::Top { limit, field });
         let compiled = compile(&top, &DataFusionDialect, &options)

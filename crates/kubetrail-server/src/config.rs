@@ -46,6 +46,9 @@ pub struct ServeConfig {
     /// Where bad input is kept (`<data>/quarantine/events`).
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Limits of the queries of the HTTP API (and later of monitors and detections).
+    #[serde(default)]
+    pub query: QueryConfig,
 }
 
 fn default_listen() -> String {
@@ -68,6 +71,110 @@ impl Default for ServeConfig {
             exclude: Vec::new(),
             events: EventsConfig::default(),
             quarantine: QuarantineConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+/// What one query may ask for and use (see `docs/limits.md`). A query past a limit gets a
+/// 400 naming the limit's key and, for the query text, the position.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QueryConfig {
+    /// The longest query text (`4MiB`). Long queries are sent with POST.
+    #[serde(default = "default_query_length")]
+    pub max_length: String,
+    /// The deepest nesting of parentheses and negations (32).
+    #[serde(default = "default_query_depth")]
+    pub max_depth: usize,
+    /// The most search terms (1024); a value list `user:(a OR b OR …)` is one term.
+    #[serde(default = "default_query_terms")]
+    pub max_terms: usize,
+    /// The most values in one value list (200000).
+    #[serde(default = "default_query_values")]
+    pub max_values: usize,
+    /// The longest value or free-text term, in bytes (4096).
+    #[serde(default = "default_query_value_length")]
+    pub max_value_length: usize,
+    /// The most fields after `by` (10).
+    #[serde(default = "default_query_group_by")]
+    pub max_group_by: usize,
+    /// The most buckets of a `timechart` over the query's time range (10000).
+    #[serde(default = "default_query_buckets")]
+    pub max_buckets: u64,
+    /// The most rows of an answer (10000).
+    #[serde(default = "default_query_rows")]
+    pub max_rows: u64,
+    /// The most fields of one `/api/v1/facets` request (20).
+    #[serde(default = "default_facet_fields")]
+    pub max_facet_fields: usize,
+    /// Longest a request's queries may run (`30s`).
+    #[serde(default = "default_query_timeout")]
+    pub timeout: String,
+    /// Most memory one request's queries may hold for aggregations and sorts (`512MiB`).
+    #[serde(default = "default_query_memory")]
+    pub max_memory: String,
+    /// Worker threads of the query engine (0: one per core).
+    #[serde(default)]
+    pub threads: usize,
+    /// The niceness of the query threads (10; 0 to 19): under load, ingest gets the CPU first.
+    #[serde(default = "default_query_niceness")]
+    pub niceness: i32,
+}
+
+fn default_query_length() -> String {
+    "4MiB".to_owned()
+}
+fn default_query_depth() -> usize {
+    kubetrail_query::QueryLimits::default().max_depth
+}
+fn default_query_terms() -> usize {
+    kubetrail_query::QueryLimits::default().max_terms
+}
+fn default_query_values() -> usize {
+    kubetrail_query::QueryLimits::default().max_values
+}
+fn default_query_value_length() -> usize {
+    kubetrail_query::QueryLimits::default().max_value_length
+}
+fn default_query_group_by() -> usize {
+    kubetrail_query::QueryLimits::default().max_group_by
+}
+fn default_query_buckets() -> u64 {
+    kubetrail_query::QueryLimits::default().max_buckets
+}
+fn default_query_rows() -> u64 {
+    kubetrail_query::QueryLimits::default().max_rows
+}
+fn default_facet_fields() -> usize {
+    20
+}
+fn default_query_timeout() -> String {
+    "30s".to_owned()
+}
+fn default_query_memory() -> String {
+    "512MiB".to_owned()
+}
+fn default_query_niceness() -> i32 {
+    10
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_length: default_query_length(),
+            max_depth: default_query_depth(),
+            max_terms: default_query_terms(),
+            max_values: default_query_values(),
+            max_value_length: default_query_value_length(),
+            max_group_by: default_query_group_by(),
+            max_buckets: default_query_buckets(),
+            max_rows: default_query_rows(),
+            max_facet_fields: default_facet_fields(),
+            timeout: default_query_timeout(),
+            max_memory: default_query_memory(),
+            threads: 0,
+            niceness: default_query_niceness(),
         }
     }
 }

@@ -282,7 +282,12 @@ impl Server {
         let metrics = metrics::Metrics::new(ingest.stats().clone(), tail_stats.clone());
         let app = Arc::new(App {
             credentials,
-            api: api::Api::new(api_tokens, data.clone(), config.api.max_concurrent_queries),
+            api: api::Api::new(
+                api_tokens,
+                data.clone(),
+                config.api.max_concurrent_queries,
+                query_settings(&config.query)?,
+            ),
             ingest,
             transforms,
             metrics,
@@ -619,10 +624,14 @@ fn router(app: Arc<App>) -> Router {
     for (path, route) in api::routes().into_iter().chain(quarantine::routes()) {
         api = api.route(path, route);
     }
-    let api = api.route_layer(axum::middleware::from_fn_with_state(
-        app.clone(),
-        api::require_token,
-    ));
+    let api = api
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            api::require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            app.api.max_body_bytes(),
+        ));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/v1/openapi.yaml", get(api::openapi))
@@ -665,6 +674,36 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
         app.metrics.render(),
     )
         .into_response()
+}
+
+/// The query limits and budget of the configuration.
+fn query_settings(config: &config::QueryConfig) -> Result<api::QuerySettings, ServerError> {
+    let size = |text: &str, key: &str| units::parse_size(text).map_err(|e| value_error(key, e));
+    if !(0..=19).contains(&config.niceness) {
+        return Err(value_error(
+            "query.niceness",
+            format!("{} is not a niceness from 0 to 19", config.niceness),
+        ));
+    }
+    Ok(api::QuerySettings {
+        limits: kubetrail_query::QueryLimits {
+            max_length: size(&config.max_length, "query.maxLength")? as usize,
+            max_depth: config.max_depth.max(1),
+            max_terms: config.max_terms.max(1),
+            max_values: config.max_values.max(1),
+            max_value_length: config.max_value_length.max(1),
+            max_group_by: config.max_group_by.max(1),
+            max_buckets: config.max_buckets.max(1),
+            max_rows: config.max_rows.max(1),
+        },
+        max_facet_fields: config.max_facet_fields.max(1),
+        budget: kubetrail_store::QueryBudget {
+            timeout: Some(duration(&config.timeout, "query.timeout")?),
+            max_memory: Some(size(&config.max_memory, "query.maxMemory")? as usize),
+        },
+        threads: config.threads,
+        niceness: config.niceness,
+    })
 }
 
 /// What the quarantine received since the start: counts by source and reason, its size.

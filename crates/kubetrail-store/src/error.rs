@@ -33,6 +33,17 @@ pub enum StoreError {
     /// The query engine failed.
     #[error("{0}")]
     Query(String),
+    /// A query went past one of its limits (memory, time); `limit` is the configuration key.
+    #[error("{message} ({limit})")]
+    QueryLimit {
+        /// The limit's configuration key (`query.maxMemory`, `query.timeout`).
+        limit: &'static str,
+        /// What happened, in words.
+        message: String,
+    },
+    /// The query was cancelled: whoever asked for it went away.
+    #[error("the query was cancelled")]
+    Cancelled,
     /// The writer stopped accepting events after a failure it cannot undo by itself.
     #[error("the store stopped accepting events: {0}")]
     Stopped(String),

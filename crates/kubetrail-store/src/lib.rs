@@ -17,7 +17,7 @@ mod udf;
 mod wal;
 mod writer;
 
-pub use engine::{QueryEngine, QuerySession};
+pub use engine::{QueryBudget, QueryEngine, QuerySession};
 pub use error::StoreError;
 pub use schema::{EventBatchBuilder, schema, table_schema, view_schema};
 pub use segment::{

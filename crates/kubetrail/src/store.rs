@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kubetrail_event::{DecodeOptions, Decoded, Timestamp};
 use kubetrail_pipeline::ingest::now_micros;
 use kubetrail_pipeline::{Transforms, Verdict};
-use kubetrail_query::{CompileOptions, DataFusionDialect, compile, parse};
+use kubetrail_query::{CompileOptions, DataFusionDialect, QueryLimits, compile, parse_with};
 use kubetrail_store::quarantine::{Quarantine, Quarantined};
 use kubetrail_store::{
     Appended, CompactionOptions, EventWriter, QueryEngine, Retention, StoreError, WriterOptions,
@@ -498,8 +498,19 @@ pub fn open_engine(data: &Path) -> Result<QueryEngine> {
     })
 }
 
+/// The limits of queries run from the command line: the query language's own (nesting,
+/// terms, values), but no cap on rows or buckets: the user asking is the only one waiting.
+fn cli_limits() -> QueryLimits {
+    QueryLimits {
+        max_rows: u64::MAX,
+        max_buckets: u64::MAX,
+        ..QueryLimits::default()
+    }
+}
+
 pub fn query(args: &QueryArgs) -> Result<Outcome> {
-    let parsed = parse(&args.query)
+    let limits = cli_limits();
+    let parsed = parse_with(&args.query, &limits)
         .map_err(|e| anyhow::anyhow!("the query has a mistake:\n{}", e.render(&args.query)))?;
     let (from_micros, to_micros) = args.time.range()?;
     let options = CompileOptions {
@@ -507,6 +518,7 @@ pub fn query(args: &QueryArgs) -> Result<Outcome> {
         to_micros,
         cluster: None,
         default_limit: args.limit,
+        limits,
     };
     let compiled = compile(&parsed, &DataFusionDialect, &options)
         .map_err(|e| anyhow::anyhow!("the query has a mistake:\n{}", e.render(&args.query)))?;

@@ -3,6 +3,8 @@
 use kubetrail_event::{AuditEvent, DecodeOptions, Decoded, Decoder};
 use kubetrail_query::{Matcher, parse};
 
+mod limits;
+
 fn decode(path: &str) -> Vec<AuditEvent<'static>> {
     let path = format!("{}/../../tests/data/{path}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(path).unwrap();
