@@ -150,6 +150,9 @@ pub struct CompileOptions {
     pub default_limit: u64,
     /// The limits (timechart buckets, rows).
     pub limits: QueryLimits,
+    /// Now, in microseconds since the epoch: where a range without an end ends, for counting
+    /// a timechart's buckets.
+    pub now_micros: Option<i64>,
 }
 
 /// The event columns shown when a query has no `fields` command.
@@ -590,7 +593,10 @@ impl Compiler<'_> {
                 aggregates,
                 by,
             } => {
-                if let (Some(from), Some(to)) = (options.from_micros, options.to_micros) {
+                if let (Some(from), Some(to)) = (
+                    options.from_micros,
+                    options.to_micros.or(options.now_micros),
+                ) {
                     let buckets = ((to - from).max(0) as u64).div_ceil(*span_micros as u64);
                     if buckets > options.limits.max_buckets {
                         return Err(QueryError::limit(

@@ -384,6 +384,7 @@ impl Params {
             cluster: self.cluster.clone(),
             default_limit: 0,
             limits: limits.clone(),
+            now_micros: Some(kubetrail_pipeline::ingest::now_micros()),
         })
     }
 

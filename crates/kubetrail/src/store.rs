@@ -519,6 +519,7 @@ pub fn query(args: &QueryArgs) -> Result<Outcome> {
         cluster: None,
         default_limit: args.limit,
         limits,
+        now_micros: None,
     };
     let compiled = compile(&parsed, &DataFusionDialect, &options)
         .map_err(|e| anyhow::anyhow!("the query has a mistake:\n{}", e.render(&args.query)))?;

@@ -8,6 +8,7 @@ mod api;
 mod cat;
 mod deploy;
 mod durability;
+mod hostile;
 mod policy;
 mod rbac;
 mod report;
