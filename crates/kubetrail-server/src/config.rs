@@ -435,6 +435,9 @@ pub enum ConfigError {
     },
 }
 
+/// The deepest nesting of flow collections a configuration may have.
+const MAX_CONFIG_NESTING: usize = 64;
+
 impl ServeConfig {
     /// Reads a configuration file.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
@@ -453,6 +456,13 @@ impl ServeConfig {
         if text.trim().is_empty() {
             return Ok(ServeConfig::default());
         }
+        // The YAML parser's time grows with the square of flow nesting (20,000 levels of `[`
+        // took seconds); no configuration nests more than a few levels.
+        if kubetrail_event::json::nests_deeper_than(text.as_bytes(), MAX_CONFIG_NESTING) {
+            return Err(format!(
+                "the configuration nests `[` and `{{` more than {MAX_CONFIG_NESTING} levels deep"
+            ));
+        }
         serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
     }
 }
@@ -467,6 +477,13 @@ mod tests {
         let config = ServeConfig::parse(text).unwrap();
         assert_eq!(config.webhook.clusters.len(), 2);
         assert_eq!(config.tail.len(), 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_once() {
+        let text = format!("exclude: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let error = ServeConfig::parse(&text).unwrap_err();
+        assert!(error.contains("more than 64 levels"), "{error}");
     }
 
     #[test]
