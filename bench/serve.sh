@@ -19,7 +19,7 @@
 # usage: bench/serve.sh [EVENTS]   (tailing input size, default 1000000; needs gen-audit-log)
 # env:   BENCH_DIR (default bench/out), SUSTAIN_SECONDS (30), LATENCY_SECONDS (30),
 #        OVERLOAD_SECONDS (60), SETTLE_SECONDS (20), CLIENTS (8), SERVE_ARGS (extra `serve` options for experiments,
-#        e.g. `--config tuned.yaml`; the figures in ARCHITECTURE.md use the defaults)
+#        e.g. `--config tuned.yaml`; the figures in docs/performance.md use the defaults)
 source "$(dirname "$0")/common.sh"
 sustain=${SUSTAIN_SECONDS:-30}
 latency_seconds=${LATENCY_SECONDS:-30}
