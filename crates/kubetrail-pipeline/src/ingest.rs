@@ -267,6 +267,43 @@ impl Batch {
         }
     }
 
+    /// The outcome of a batch whose decoding panicked: the whole batch goes to the quarantine.
+    fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> (BatchOutcome, Vec<Quarantined>) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        tracing::error!(source = self.source.name(), %message, "decoding a batch panicked; the batch is quarantined whole");
+        let location = match &self.source {
+            BatchSource::File { path, .. } => path.display().to_string(),
+            BatchSource::Webhook | BatchSource::Replay => {
+                "POST /audit (webhook request body)".to_owned()
+            }
+        };
+        let bad = Quarantined {
+            source: self.source.name(),
+            cluster: self.cluster.clone(),
+            location,
+            line: None,
+            offset: None,
+            item: None,
+            reason: "internal-error".to_owned(),
+            message: format!("kubetrail failed on this input (a bug; please report it): {message}"),
+            size: self.bytes.len() as u64,
+            input: Some(self.bytes.to_vec()),
+        };
+        let outcome = BatchOutcome {
+            skipped: 1,
+            ..BatchOutcome::default()
+        };
+        let quarantined = match self.source {
+            BatchSource::Replay => Vec::new(),
+            _ => vec![bad],
+        };
+        (outcome, quarantined)
+    }
+
     /// What the quarantine keeps of a skipped input (taking the input out of the skip).
     fn quarantined(&self, skip: &mut Skip) -> Quarantined {
         let input = skip.input.take();
@@ -815,7 +852,14 @@ fn append_group(
 ) -> Result<Vec<(BatchOutcome, Vec<Quarantined>)>, StoreError> {
     group
         .iter()
-        .map(|queued| queued.batch.append_to(writer, decode))
+        .map(|queued| {
+            // A bug that panics on some input must cost that batch, not the ingest thread and
+            // every source behind it: the batch is quarantined whole, to be replayed once fixed.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                queued.batch.append_to(writer, decode)
+            }))
+            .unwrap_or_else(|panic| Ok(queued.batch.panicked(panic.as_ref())))
+        })
         .collect()
 }
 

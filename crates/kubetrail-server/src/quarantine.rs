@@ -185,6 +185,11 @@ async fn replay_one(app: &Arc<App>, entry: &QuarantineEntry) -> Result<Replayed,
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(if let Some(skip) = outcome.skips.first() {
         answer("failed", Some(format!("{}: {}", skip.reason, skip.message)))
+    } else if outcome.skipped > 0 {
+        answer(
+            "failed",
+            Some("kubetrail failed on this input: the server's log says why".to_owned()),
+        )
     } else if outcome.accepted > 0 {
         answer("stored", None)
     } else if outcome.duplicates > 0 {
