@@ -1178,6 +1178,11 @@ fn detect_framing(bytes: &[u8], eof: bool, max: usize) -> Option<Framing> {
     let Some(first_len) = memchr(b'\n', rest) else {
         return (eof || rest.len() > max).then_some(Framing::Lines);
     };
+    // A first line longer than a document may be is read as lines whether its end has arrived
+    // or not, so the choice never depends on how the input was split into chunks.
+    if first_len > max {
+        return Some(Framing::Lines);
+    }
     let first = &rest[..first_len];
     let mut scanner = ValueScanner::default();
     if let Some(end) = scanner.scan(first) {

@@ -64,13 +64,11 @@ pub trait Dialect {
     fn list_like(&self, column: &str, pattern: &str) -> String;
     /// Whether a list column is non-empty.
     fn list_not_empty(&self, column: &str) -> String;
-    /// Whether an expression equals one of the values (placeholders); engines answer this with
-    /// a hash set built once per query.
-    fn in_values(&self, expr: &str, values: &[String]) -> String {
-        format!("{expr} IN ({})", values.join(", "))
-    }
-    /// Whether any element of a list column equals one of the values (placeholders).
-    fn list_has_any(&self, column: &str, values: &[String]) -> String;
+    /// Whether a text expression equals one of the values of `values`, a placeholder holding
+    /// them as a JSON array of strings: one parameter however many values, looked up in a set.
+    fn in_set(&self, expr: &str, values: &str) -> String;
+    /// Whether any element of a list column equals one of the values (as for `in_set`).
+    fn list_in_set(&self, column: &str, values: &str) -> String;
     /// Whether any value at a dotted JSON path of a JSON text column (arrays searched
     /// element-wise) equals the value, or matches it as a `*` wildcard pattern when `wildcard`
     /// is true.
@@ -112,8 +110,11 @@ impl Dialect for DataFusionDialect {
     fn list_not_empty(&self, column: &str) -> String {
         format!("cardinality({column}) > 0")
     }
-    fn list_has_any(&self, column: &str, values: &[String]) -> String {
-        format!("array_has_any({column}, make_array({}))", values.join(", "))
+    fn in_set(&self, expr: &str, values: &str) -> String {
+        format!("kt_in_set({expr}, {values})")
+    }
+    fn list_in_set(&self, column: &str, values: &str) -> String {
+        format!("kt_list_in_set({column}, {values})")
     }
     fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String {
         format!("kt_json_path_match({column}, {path}, {value}, {wildcard})")
@@ -404,15 +405,12 @@ impl Compiler<'_> {
             Expr::Not(inner) => format!("({}) IS NOT TRUE", self.expr(inner)),
             Expr::In { field, values } => {
                 let column = self.column(field);
-                let placeholders: Vec<String> = values
-                    .values()
-                    .iter()
-                    .map(|v| self.param(Param::Text(v.clone())))
-                    .collect();
+                let values = serde_json::Value::from(values.values()).to_string();
+                let values = self.param(Param::Text(values));
                 if field.kind() == FieldKind::List {
-                    self.dialect.list_has_any(&column, &placeholders)
+                    self.dialect.list_in_set(&column, &values)
                 } else {
-                    self.dialect.in_values(&column, &placeholders)
+                    self.dialect.in_set(&column, &values)
                 }
             }
             Expr::Text(text) => {

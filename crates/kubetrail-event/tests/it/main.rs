@@ -552,3 +552,23 @@ fn user_kinds_in_the_real_log() {
     assert_eq!(count(UserKind::Anonymous), 25);
     assert_eq!(count(UserKind::Node), 106);
 }
+
+/// Found by the fuzz target (2026-12-02): a first line longer than `max_document_bytes` was
+/// read as lines when it arrived in small chunks and as a stream when it arrived whole.
+#[test]
+fn an_overlong_first_line_is_framed_the_same_in_any_chunks() {
+    let input = format!("{{\"a\":\"{}\"\n not json\n{{\"b\":1}}\n", "x".repeat(300));
+    let options = DecodeOptions {
+        max_document_bytes: 100,
+        ..DecodeOptions::default()
+    };
+    let whole = decode_chunked(input.as_bytes(), input.len(), options.clone());
+    let reasons = |d: &Decoding| -> Vec<(u64, SkipReason)> {
+        d.skipped.iter().map(|s| (s.line, s.reason)).collect()
+    };
+    assert_eq!(reasons(&whole)[0], (1, SkipReason::TooLarge));
+    for chunk in 1..=9 {
+        let chunked = decode_chunked(input.as_bytes(), chunk, options.clone());
+        assert_eq!(reasons(&chunked), reasons(&whole), "chunk {chunk}");
+    }
+}

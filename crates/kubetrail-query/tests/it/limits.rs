@@ -43,11 +43,12 @@ fn value_lists_become_one_set_lookup() {
     assert_eq!(set.values().len(), 100_000);
     let compiled = compile(&parsed, &DataFusionDialect, &CompileOptions::default()).unwrap();
     assert!(
-        compiled.sql.contains("\"user\" IN ($1, $2, "),
+        compiled.sql.contains("kt_in_set(\"user\", $1)"),
         "{:.300}",
         compiled.sql
     );
-    assert_eq!(compiled.params.len(), 100_000);
+    // One parameter however many values: planning does not copy 100,000 of them per pass.
+    assert_eq!(compiled.params.len(), 1);
     // The same with commas, and field-by-field ORs.
     let commas = parse(&format!("user:({})", values[..2_000].join(", "))).unwrap();
     assert!(matches!(commas.filter, Some(Expr::In { .. })));

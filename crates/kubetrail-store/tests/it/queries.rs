@@ -73,6 +73,17 @@ fn a_value_list_of_a_hundred_thousand_answers_like_a_short_one() {
         count(engine, &format!("user:({})", values.join(" OR "))),
         short
     );
+    // List columns (any group of the user) too.
+    let masters = count(engine, "group:system:masters");
+    assert!(masters > 0);
+    let groups: Vec<String> = (0..50_000)
+        .map(|i| format!("nobody-{i}"))
+        .chain(["system:masters".to_owned()])
+        .collect();
+    assert_eq!(
+        count(engine, &format!("group:({})", groups.join(" OR "))),
+        masters
+    );
     // Negated, the set is an exemption list.
     let all = count(engine, "");
     assert_eq!(
