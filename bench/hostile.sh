@@ -5,8 +5,9 @@
 #      and 100,000 values (5 of them real users, the rest absent), best of RUNS; the 10-value
 #      list is the peer the others are compared with, and every answer is checked against it;
 #   2. queries cannot starve ingest: the sustained webhook ack rate (`kubetrail send`, 8
-#      clients, SEND_SECONDS) with no queries, then again while QUERY_LOOPS clients run the
-#      heaviest queries the API accepts in a loop. Target: with queries >= 80% of idle.
+#      clients, SEND_SECONDS) with no queries, then while QUERY_LOOPS clients run the heaviest
+#      queries the API accepts in a loop, then with no queries again (the machine's pace drifts:
+#      the ratio is taken against the mean of the two idle runs). Target: >= 80%.
 #
 # usage: bench/hostile.sh [EVENTS]   (default 1000000; needs ../shared/tools/gen-audit-log)
 # env:   BENCH_DIR (default bench/out), RUNS (3), SEND_SECONDS (30), QUERY_LOOPS (4),
@@ -72,10 +73,13 @@ EOF
   counts[$size]=$(jq -r '.rows[0].n' "$dir/answer.json")
 done
 
+ingest_rate() {
+  "$bin" send --url "$url/audit" --token "$token" --json --duration "${send_seconds}s" \
+    --concurrency 8 "$send_input" 2> "$dir/send.err" | jq -r '.acknowledged_per_second | floor'
+}
 settle
 echo "ingest without queries for ${send_seconds}s…" >&2
-idle=$("$bin" send --url "$url/audit" --token "$token" --json --duration "${send_seconds}s" \
-  --concurrency 8 "$send_input" 2> "$dir/send.err" | jq -r '.acknowledged_per_second | floor')
+idle=$(ingest_rate)
 
 # The heaviest queries the API accepts: scans of every event's text, bodies parsed at a path,
 # high-cardinality groups (refused at query.maxRows only after the work), many time series.
@@ -98,10 +102,13 @@ for n in $(seq "$loops"); do
 done
 sleep 2
 echo "ingest while $loops clients run heavy queries for ${send_seconds}s…" >&2
-busy=$("$bin" send --url "$url/audit" --token "$token" --json --duration "${send_seconds}s" \
-  --concurrency 8 "$send_input" 2> "$dir/send.err" | jq -r '.acknowledged_per_second | floor')
+busy=$(ingest_rate)
 for pid in "${loop_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 loop_pids=()
+sleep 5
+echo "ingest without queries again for ${send_seconds}s…" >&2
+idle_after=$(ingest_rate)
+idle_mean=$(( (idle + idle_after) / 2 ))
 answered=$(wc -l < "$dir/heavy.out")
 statuses=$(awk '{print $2}' "$dir/heavy.out" | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
 version=$("$bin" --version)
@@ -114,9 +121,9 @@ for size in 10 1000 100000; do
 done
 [ "${counts[10]}" = "${counts[1000]}" ] && [ "${counts[10]}" = "${counts[100000]}" ] ||
   echo "WRONG: the answers differ" >&2
-printf '\n%-44s %10s\n' "webhook ack rate without queries, events/s" "$idle"
+printf '\n%-44s %10s\n' "webhook ack rate without queries, events/s" "$idle (then $idle_after)"
 printf '%-44s %10s\n' "… with $loops heavy query loops, events/s" "$busy"
-printf '%-44s %10s  (target >= 0.80: %s)\n' "ratio" \
-  "$(awk -v a="$busy" -v b="$idle" 'BEGIN{ printf "%.2f", a / b }')" \
-  "$(awk -v a="$busy" -v b="$idle" 'BEGIN{ print (a / b >= 0.8) ? "met" : "NOT met" }')"
+printf '%-44s %10s  (target >= 0.80: %s)\n' "ratio to the idle mean" \
+  "$(awk -v a="$busy" -v b="$idle_mean" 'BEGIN{ printf "%.2f", a / b }')" \
+  "$(awk -v a="$busy" -v b="$idle_mean" 'BEGIN{ print (a / b >= 0.8) ? "met" : "NOT met" }')"
 printf '%-44s %10s  %s\n' "heavy queries answered meanwhile" "$answered" "$statuses"

@@ -1,10 +1,21 @@
 //! Fuzzes the audit event decoder, which takes untrusted bytes from files, tailed logs and
-//! webhook bodies. Besides not crashing, it checks two properties: the way input is split into
-//! chunks never changes the result, and normalized output decodes back to the same output.
+//! webhook bodies (seeds nest as deep as the API server allows, and deeper). Besides not
+//! crashing, it checks three properties: the way input is split into chunks never changes the
+//! result, normalized output decodes back to the same output, and a redacted event is still
+//! valid JSON.
 #![no_main]
 
-use kubetrail_event::{DecodeOptions, Decoded, Decoder, JsonOptions, write_event_json};
+use std::sync::OnceLock;
+
+use kubetrail_event::{
+    DecodeOptions, Decoded, Decoder, JsonOptions, RedactionConfig, Redactor, write_event_json,
+};
 use libfuzzer_sys::fuzz_target;
+
+fn redactor() -> &'static Redactor {
+    static REDACTOR: OnceLock<Redactor> = OnceLock::new();
+    REDACTOR.get_or_init(|| Redactor::new(&RedactionConfig::default()).unwrap())
+}
 
 /// Decodes `bytes` fed in chunks of `chunk` bytes; returns the normalized output and the
 /// number of skipped pieces.
@@ -12,7 +23,21 @@ fn decode(bytes: &[u8], chunk: usize, options: &DecodeOptions) -> (Vec<u8>, usiz
     let mut normalized = Vec::new();
     let mut skipped = 0;
     let mut out = |d: Decoded<'_>| match d {
-        Decoded::Event(event, _) => write_event_json(&event, JsonOptions::default(), &mut normalized),
+        Decoded::Event(mut event, _) => {
+            write_event_json(&event, JsonOptions::default(), &mut normalized);
+            redactor().redact(&mut event);
+            for text in [Some(&event.raw), event.request_object.as_ref(), event.response_object.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                // serde_json validates without recursion.
+                assert!(
+                    serde_json::from_str::<serde::de::IgnoredAny>(text.as_str()).is_ok(),
+                    "redaction left invalid JSON: {}",
+                    text.as_str()
+                );
+            }
+        }
         Decoded::Skipped(_) => skipped += 1,
         Decoded::Ignored { .. } => {}
     };
