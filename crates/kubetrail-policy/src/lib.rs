@@ -13,7 +13,7 @@ mod lint;
 mod load;
 mod recommend;
 mod simulate;
-mod yaml;
+pub mod yaml;
 
 pub use apply::{Applied, apply_policy};
 pub use attributes::{RequestAttributes, User, parse_path};

@@ -27,6 +27,6 @@ pub use limits::QueryLimits;
 pub use matcher::{Matcher, wildcard_match};
 pub use parser::{parse, parse_with};
 pub use sql::{
-    CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, SEARCH_COLUMNS,
-    SearchCursor, compile, compile_search,
+    CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, PartialKind,
+    Partials, SEARCH_COLUMNS, SearchCursor, compile, compile_partials, compile_search,
 };

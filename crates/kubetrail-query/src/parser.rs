@@ -48,6 +48,13 @@ pub fn parse_with(query: &str, limits: &QueryLimits) -> Result<Query, QueryError
         depth: 0,
         terms: 0,
     };
+    // A lone `*` is "every event", as in the search boxes users know.
+    if matches!(parser.peek(), Some(Spanned { token: Token::Word(w), .. }) if w == "*") {
+        parser.pos += 1;
+        if !parser.at_pipe_or_end() {
+            parser.pos -= 1;
+        }
+    }
     let filter = if parser.at_pipe_or_end() {
         None
     } else {

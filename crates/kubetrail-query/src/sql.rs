@@ -81,6 +81,14 @@ pub trait Dialect {
     fn time_bucket(&self, column: &str, span_micros: i64) -> String;
     /// An expression expanding a list column into one row per element.
     fn unnest(&self, column: &str) -> String;
+    /// An expression as text.
+    fn text(&self, expr: &str) -> String;
+    /// The aggregate: the distinct values of a text expression, as a list; of a list column
+    /// (`list` true), the distinct elements of all its lists.
+    fn distinct_values(&self, expr: &str, list: bool) -> String;
+    /// The aggregate: a mergeable histogram of an integer expression, from which percentiles
+    /// of any union of groups can be read (`kubetrail_store::LatencyHistogram`).
+    fn histogram(&self, expr: &str) -> String;
 }
 
 /// Apache DataFusion, the embedded store's engine. The `kt_*` functions are registered by the
@@ -135,6 +143,19 @@ impl Dialect for DataFusionDialect {
     }
     fn unnest(&self, column: &str) -> String {
         format!("unnest({column})")
+    }
+    fn text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS VARCHAR)")
+    }
+    fn distinct_values(&self, expr: &str, list: bool) -> String {
+        if list {
+            format!("array_distinct(flatten(array_agg({expr})))")
+        } else {
+            format!("array_agg(DISTINCT {expr})")
+        }
+    }
+    fn histogram(&self, expr: &str) -> String {
+        format!("kt_latency_histogram(CAST({expr} AS BIGINT))")
     }
 }
 
@@ -291,6 +312,154 @@ pub fn compile_search(
         params: c.params,
         columns: SEARCH_COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
     }
+}
+
+/// How a monitor's aggregate is kept per time bucket, so that buckets merge exactly into any
+/// window: the columns after the bucket and the group keys in [`Partials::sql`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialKind {
+    /// `count()`: one BIGINT count.
+    Count,
+    /// `sum` and `avg`: the sum and the count of values (two BIGINT).
+    SumCount,
+    /// `min`: the smallest value.
+    Min,
+    /// `max`: the largest value.
+    Max,
+    /// `dc`: the distinct values, as a list of text.
+    Distinct,
+    /// Percentiles: a histogram (BINARY, `kubetrail_store::LatencyHistogram`).
+    Histogram,
+}
+
+/// A monitor's query compiled to per-bucket partial aggregates: the columns are the bucket
+/// start (`bucket`, a timestamp), one text column per group field, then the partials of
+/// [`Partials::kind`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partials {
+    /// The statement.
+    pub sql: CompiledSql,
+    /// The group fields, as written (`user`, `verb`).
+    pub group_by: Vec<String>,
+    /// The aggregate the monitor watches.
+    pub aggregate: Aggregate,
+    /// How it is kept per bucket.
+    pub kind: PartialKind,
+}
+
+/// Compiles a monitor's query — a search, optionally followed by `| stats AGG [by FIELD, …]`
+/// with one aggregate (`count()` when there is no `stats`) — into partial aggregates per
+/// `bucket_micros` wide time bucket and group, which the monitor merges into its windows.
+pub fn compile_partials(
+    query: &Query,
+    dialect: &dyn Dialect,
+    options: &CompileOptions,
+    bucket_micros: i64,
+) -> Result<Partials, QueryError> {
+    let (aggregate, by) = match query.pipes.as_slice() {
+        [] => (
+            Aggregate {
+                func: AggFunc::Count,
+                field: None,
+                alias: "count".to_owned(),
+            },
+            Vec::new(),
+        ),
+        [Pipe::Stats { aggregates, by }] => match aggregates.as_slice() {
+            [one] => (one.clone(), by.clone()),
+            _ => {
+                return Err(QueryError::at(
+                    0,
+                    "a monitor watches one aggregate: write `| stats count() by …` with a single function",
+                ));
+            }
+        },
+        _ => {
+            return Err(QueryError::at(
+                0,
+                "a monitor's query is a search, optionally followed by one `| stats AGG by FIELD, …`; timechart, top, sort, fields and limit have no place in it",
+            ));
+        }
+    };
+    if by.len() > options.limits.max_group_by {
+        return Err(QueryError::limit(
+            0,
+            "query.maxGroupBy",
+            format!("at most {} fields after `by`", options.limits.max_group_by),
+        ));
+    }
+    let kind = match aggregate.func {
+        AggFunc::Count => PartialKind::Count,
+        AggFunc::DistinctCount => PartialKind::Distinct,
+        AggFunc::Sum | AggFunc::Avg => PartialKind::SumCount,
+        AggFunc::Min => PartialKind::Min,
+        AggFunc::Max => PartialKind::Max,
+        AggFunc::Percentile(_) => PartialKind::Histogram,
+    };
+    let mut c = Compiler {
+        dialect,
+        params: Vec::new(),
+    };
+    let conditions = c.conditions(query, options);
+    let mut select = vec![(
+        dialect.time_bucket(&dialect.ident("time"), bucket_micros),
+        "bucket".to_owned(),
+    )];
+    for (i, field) in by.iter().enumerate() {
+        let key = c.group_key(field);
+        let key = match field.kind() {
+            FieldKind::Text | FieldKind::List => key,
+            _ => dialect.text(&key),
+        };
+        select.push((format!("COALESCE({key}, '')"), format!("g{i}")));
+    }
+    let column = aggregate.field.as_ref().map(|f| c.column(f));
+    let column = column.unwrap_or_default();
+    match kind {
+        PartialKind::Count => select.push(("COUNT(*)".to_owned(), "n".to_owned())),
+        PartialKind::SumCount => {
+            select.push((format!("SUM({column})"), "s".to_owned()));
+            select.push((format!("COUNT({column})"), "n".to_owned()));
+        }
+        PartialKind::Min => select.push((format!("MIN({column})"), "v".to_owned())),
+        PartialKind::Max => select.push((format!("MAX({column})"), "v".to_owned())),
+        PartialKind::Distinct => {
+            let field = aggregate.field.as_ref();
+            let list = field.is_some_and(|f| f.kind() == FieldKind::List);
+            let expr = if list || field.is_some_and(|f| f.kind() == FieldKind::Text) {
+                column
+            } else {
+                dialect.text(&column)
+            };
+            select.push((dialect.distinct_values(&expr, list), "d".to_owned()));
+        }
+        PartialKind::Histogram => select.push((dialect.histogram(&column), "h".to_owned())),
+    }
+    let stage = Stage {
+        group_by: (1..=by.len() + 1).map(|i| i.to_string()).collect(),
+        select,
+        from: TABLE.to_owned(),
+        conditions,
+        order_by: vec!["1".to_owned()],
+        limit: None,
+        shaped: true,
+        event_rows: false,
+    };
+    let columns = stage
+        .select
+        .iter()
+        .map(|(_, alias)| alias.clone())
+        .collect();
+    Ok(Partials {
+        sql: CompiledSql {
+            sql: stage.render(dialect),
+            params: c.params,
+            columns,
+        },
+        group_by: by.iter().map(Field::display_name).collect(),
+        aggregate,
+        kind,
+    })
 }
 
 /// One SELECT being built.
@@ -863,6 +1032,53 @@ mod tests {
                 Param::Text("responseObject".into()),
             ],
         );
+    }
+
+    #[test]
+    fn monitor_partials_are_kept_per_bucket_and_group() {
+        let partials = |q: &str| {
+            parse(q).and_then(|q| {
+                compile_partials(
+                    &q,
+                    &DataFusionDialect,
+                    &CompileOptions::default(),
+                    60_000_000,
+                )
+            })
+        };
+        let p = partials("code:403 | stats count() by user, code").unwrap();
+        assert_eq!(
+            p.sql.sql,
+            "SELECT date_bin(INTERVAL '60000000 microseconds', \"time\", TIMESTAMP '1970-01-01T00:00:00Z') AS \"bucket\", COALESCE(\"user\", '') AS \"g0\", COALESCE(CAST(\"code\" AS VARCHAR), '') AS \"g1\", COUNT(*) AS \"n\" FROM events WHERE (\"code\" = $1) GROUP BY 1, 2, 3 ORDER BY 1"
+        );
+        assert_eq!(p.group_by, ["user", "code"]);
+        assert_eq!(p.kind, PartialKind::Count);
+        assert_eq!(partials("verb:list").unwrap().kind, PartialKind::Count);
+        assert_eq!(
+            partials("* | stats avg(latency)").unwrap().kind,
+            PartialKind::SumCount
+        );
+        let p99 = partials("* | stats p99(latency) by verb").unwrap();
+        assert_eq!(p99.kind, PartialKind::Histogram);
+        assert!(
+            p99.sql
+                .sql
+                .contains("kt_latency_histogram(CAST(\"latency_us\" AS BIGINT))")
+        );
+        let dc = partials("* | stats dc(ip)").unwrap();
+        assert!(
+            dc.sql
+                .sql
+                .contains("array_distinct(flatten(array_agg(\"source_ips\")))")
+        );
+        for (bad, needle) in [
+            ("* | stats count(), dc(user)", "one aggregate"),
+            ("* | top 5 user", "no place"),
+            ("* | stats avg(user)", "numeric field"),
+        ] {
+            let e = partials(bad).unwrap_err();
+            assert!(e.message.contains(needle), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

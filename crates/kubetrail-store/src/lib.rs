@@ -19,6 +19,7 @@ mod writer;
 
 pub use engine::{QueryBudget, QueryEngine, QuerySession};
 pub use error::StoreError;
+pub use quantiles::Histogram as LatencyHistogram;
 pub use schema::{EventBatchBuilder, schema, table_schema, view_schema};
 pub use segment::{
     CompactionOptions, CompactionReport, REPLACES_KEY, Retention, RetentionReport, SegmentOptions,

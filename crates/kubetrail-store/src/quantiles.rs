@@ -140,9 +140,10 @@ impl AggregateUDFImpl for LatencyAggregate {
     }
 }
 
-/// Counts per log bucket over the range of buckets seen, with the exact extremes.
+/// Counts per log bucket over the range of buckets seen, with the exact extremes. Public as
+/// [`crate::LatencyHistogram`]: monitors keep one per time bucket and merge them into windows.
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Histogram {
+pub struct Histogram {
     /// The first bucket of `counts`.
     low: u32,
     counts: Vec<u32>,
@@ -187,7 +188,8 @@ impl Histogram {
         self.total += u64::from(times);
     }
 
-    fn merge(&mut self, other: &Histogram) {
+    /// Adds the values of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
         if other.total == 0 {
             return;
         }
@@ -206,7 +208,7 @@ impl Histogram {
 
     /// The value at quantile `q`: the middle of the bucket holding that rank, within the
     /// group's extremes.
-    fn quantile(&self, q: f64) -> f64 {
+    pub fn quantile(&self, q: f64) -> f64 {
         let rank = ((q * self.total as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
         for (i, &count) in self.counts.iter().enumerate() {
@@ -256,7 +258,8 @@ impl Histogram {
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Result<Histogram> {
+    /// The histogram `kt_latency_histogram` returned as bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Histogram> {
         if bytes.is_empty() {
             return Ok(Histogram::default());
         }
@@ -280,6 +283,11 @@ impl Histogram {
 
     fn size(&self) -> usize {
         std::mem::size_of::<Self>() + 4 * self.counts.capacity()
+    }
+
+    /// How many values it holds.
+    pub fn count(&self) -> u64 {
+        self.total
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod cat;
 mod input;
+mod monitor;
 mod output;
 mod policy;
 mod quarantine;
@@ -64,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Monitors: check their files, test them against stored history.
+    Monitor {
+        #[command(subcommand)]
+        command: monitor::MonitorCommand,
+    },
     /// Bad input kept aside by serve and import (too deep, not JSON, …): list, show, replay.
     Quarantine {
         #[command(subcommand)]
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
         Command::Rbac { command } => rbac::run(command),
         Command::Store { command } => store::store(command),
         Command::Quarantine { command } => quarantine::run(command),
+        Command::Monitor { command } => monitor::run(command),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),

@@ -31,6 +31,8 @@ fn searches_on_the_real_log() {
     // Expected counts computed independently from the file.
     for (query, expected) in [
         ("", 2823),
+        ("*", 2823),
+        ("\"*\"", 38),
         ("code>=400", 388),
         ("user:system:serviceaccount:kube-system:*", 438),
         ("resource:leases", 693),

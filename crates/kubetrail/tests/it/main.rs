@@ -9,6 +9,7 @@ mod cat;
 mod deploy;
 mod durability;
 mod hostile;
+mod monitor;
 mod policy;
 mod rbac;
 mod report;

@@ -1,0 +1,278 @@
+//! Every kind of condition over a real store: synthetic traffic with a known shape is written
+//! with the store's writer, then replayed through monitors with [`backtest`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kubetrail_alert::evaluate::{Transition, backtest};
+use kubetrail_alert::spec::parse;
+use kubetrail_alert::state::Change;
+use kubetrail_event::{DecodeOptions, Decoded, Decoder};
+use kubetrail_store::{EventWriter, QueryEngine, WriterOptions};
+
+/// 2026-03-02T00:00:00Z, a Monday.
+const DAY: i64 = 1_772_409_600_000_000;
+const MINUTE: i64 = 60_000_000;
+const HOUR: i64 = 60 * MINUTE;
+
+struct Store {
+    dir: PathBuf,
+    engine: QueryEngine,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One request: (time µs, user, cluster, code).
+type Request = (i64, &'static str, &'static str, u16);
+
+fn store(name: &str, requests: &[Request]) -> Store {
+    let dir = std::env::temp_dir().join(format!("kubetrail-alert-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut writer = EventWriter::open(&dir, WriterOptions::default()).unwrap();
+    let mut decoder = Decoder::new(DecodeOptions::default());
+    for (i, (at, user, cluster, code)) in requests.iter().enumerate() {
+        let time = kubetrail_alert::rfc3339::format(*at);
+        let line = format!(
+            "{{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"{i:08}-0000-0000-0000-000000000000\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api/v1/namespaces/default/pods\",\"verb\":\"list\",\"user\":{{\"username\":\"{user}\"}},\"sourceIPs\":[\"10.0.0.1\"],\"objectRef\":{{\"resource\":\"pods\",\"namespace\":\"default\",\"apiVersion\":\"v1\"}},\"responseStatus\":{{\"code\":{code}}},\"requestReceivedTimestamp\":\"{time}\",\"stageTimestamp\":\"{time}\"}}\n"
+        );
+        let mut out = |d: Decoded<'_>| {
+            if let Decoded::Event(event, _) = d {
+                writer.append_unlogged(&event, cluster, 0).unwrap();
+            }
+        };
+        decoder.feed(line.as_bytes(), &mut out);
+    }
+    decoder.finish(&mut |_| {});
+    writer.close().unwrap();
+    let engine = QueryEngine::open(&dir).unwrap();
+    Store { dir, engine }
+}
+
+/// `per_minute` requests in every minute of `[from, to)`.
+fn steady(
+    from: i64,
+    to: i64,
+    per_minute: i64,
+    user: &'static str,
+    cluster: &'static str,
+) -> Vec<Request> {
+    (from / MINUTE..to / MINUTE)
+        .flat_map(|m| {
+            (0..per_minute)
+                .map(move |i| (m * MINUTE + i * (MINUTE / per_minute), user, cluster, 200))
+        })
+        .collect()
+}
+
+fn run(store: &Store, monitors: &str, from: i64, to: i64) -> Vec<Transition> {
+    let defs = parse(monitors, None);
+    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+    let monitors: Vec<_> = defs.monitors.into_iter().map(Arc::new).collect();
+    let (transitions, errors) = backtest(&store.engine, &monitors, from, to, 2);
+    assert!(errors.is_empty(), "{errors:?}");
+    transitions
+}
+
+fn firing(transitions: &[Transition], monitor: &str) -> Vec<(i64, Option<f64>)> {
+    transitions
+        .iter()
+        .filter(|t| t.monitor == monitor && t.state == Change::Firing)
+        .map(|t| (t.at, t.value))
+        .collect()
+}
+
+#[test]
+fn change_and_pct_change_compare_with_the_same_window_in_the_past() {
+    // Yesterday: 10 a minute all hour. Today: the same, but 40 a minute from :20 to :25.
+    let today = DAY + 24 * HOUR;
+    let mut requests = steady(DAY, DAY + HOUR, 10, "alice", "prod");
+    requests.extend(steady(today, today + 20 * MINUTE, 10, "alice", "prod"));
+    requests.extend(steady(
+        today + 20 * MINUTE,
+        today + 25 * MINUTE,
+        40,
+        "alice",
+        "prod",
+    ));
+    requests.extend(steady(
+        today + 25 * MINUTE,
+        today + HOUR,
+        10,
+        "alice",
+        "prod",
+    ));
+    let store = store("change", &requests);
+    let transitions = run(
+        &store,
+        "- name: more\n  query: 'verb:list'\n  change: 1d\n  alert: '> 100'\n  recover: '< 20'\n\
+         - name: pct\n  query: 'verb:list'\n  pct_change: 1d\n  alert: '> 150'\n\
+         - name: steady\n  query: 'verb:list'\n  change: 1d\n  alert: '> 5'\n  window: 5m\n",
+        today + 5 * MINUTE,
+        today + HOUR,
+    );
+    // 30 more a minute: +120 once four spike minutes are in the window, at :24.
+    assert_eq!(
+        firing(&transitions, "more"),
+        vec![(today + 24 * MINUTE, Some(120.0))]
+    );
+    // +90 of 50 is +180 %, the first value over 150 %, with three spike minutes, at :23.
+    assert_eq!(
+        firing(&transitions, "pct"),
+        vec![(today + 23 * MINUTE, Some(180.0))]
+    );
+    assert_eq!(
+        firing(&transitions, "steady").len(),
+        1,
+        "only the spike changes anything"
+    );
+    let resolved: Vec<_> = transitions
+        .iter()
+        .filter(|t| t.monitor == "more" && t.state == Change::Resolved)
+        .map(|t| t.at)
+        .collect();
+    // Under +20 once no spike minute is left in the window: at :30.
+    assert_eq!(resolved, vec![today + 30 * MINUTE]);
+}
+
+#[test]
+fn new_values_fire_once_after_learning_from_history() {
+    let mut requests = steady(DAY, DAY + 2 * HOUR, 2, "alice", "prod");
+    requests.extend(steady(DAY, DAY + 2 * HOUR, 1, "bob", "prod"));
+    // Eve shows up at 01:30 for 10 minutes; mallory once at 01:45.
+    requests.extend(steady(
+        DAY + 90 * MINUTE,
+        DAY + 100 * MINUTE,
+        1,
+        "eve",
+        "prod",
+    ));
+    requests.push((DAY + 105 * MINUTE + 5_000_000, "mallory", "prod", 403));
+    let store = store("new-value", &requests);
+    let transitions = run(
+        &store,
+        "- name: new-user\n  query: 'verb:list | stats count() by user'\n  new_value: 1h\n  window: 5m\n  every: 1m\n",
+        DAY + HOUR,
+        DAY + 2 * HOUR,
+    );
+    let fired: Vec<(i64, String)> = transitions
+        .iter()
+        .filter(|t| t.state == Change::Firing)
+        .map(|t| (t.at, t.group["user"].clone()))
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            (DAY + 91 * MINUTE, "eve".to_owned()),
+            (DAY + 106 * MINUTE, "mallory".to_owned())
+        ]
+    );
+    // Each resolves at the next evaluation: a new value is news once.
+    let resolved = transitions
+        .iter()
+        .filter(|t| t.state == Change::Resolved)
+        .count();
+    assert_eq!(resolved, 2, "{transitions:#?}");
+}
+
+#[test]
+fn absence_fires_for_the_cluster_that_went_quiet() {
+    let mut requests = steady(DAY, DAY + 3 * HOUR, 3, "kubelet", "east");
+    requests.extend(steady(
+        DAY,
+        DAY + 2 * HOUR + 30 * MINUTE,
+        3,
+        "kubelet",
+        "west",
+    ));
+    // West comes back at 02:50.
+    requests.extend(steady(
+        DAY + 2 * HOUR + 50 * MINUTE,
+        DAY + 3 * HOUR,
+        3,
+        "kubelet",
+        "west",
+    ));
+    let store = store("absence", &requests);
+    let transitions = run(
+        &store,
+        "- name: silent-cluster\n  query: '* | stats count() by cluster'\n  absence: 10m\n  every: 1m\n",
+        DAY + 2 * HOUR,
+        DAY + 3 * HOUR,
+    );
+    let summary: Vec<(i64, Change, String)> = transitions
+        .iter()
+        .map(|t| (t.at, t.state, t.group["cluster"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                DAY + 2 * HOUR + 40 * MINUTE,
+                Change::Firing,
+                "west".to_owned()
+            ),
+            (
+                DAY + 2 * HOUR + 51 * MINUTE,
+                Change::Resolved,
+                "west".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn anomalies_are_judged_against_a_seasonal_baseline_from_history() {
+    // Two days of a daily rhythm: 5 a minute at night, 30 a minute 09:00-17:00. On the third
+    // day the rhythm repeats, except for 20 a minute at 03:00-03:10: busy for a night, quiet
+    // for a day. A plain threshold cannot tell; a baseline per hour of day can.
+    let mut requests = Vec::new();
+    for day in 0..3 {
+        let start = DAY + day * 24 * HOUR;
+        requests.extend(steady(start, start + 9 * HOUR, 5, "app", "prod"));
+        requests.extend(steady(
+            start + 9 * HOUR,
+            start + 17 * HOUR,
+            30,
+            "app",
+            "prod",
+        ));
+        requests.extend(steady(
+            start + 17 * HOUR,
+            start + 24 * HOUR,
+            5,
+            "app",
+            "prod",
+        ));
+    }
+    let third = DAY + 48 * HOUR;
+    let spike = third + 3 * HOUR..third + 3 * HOUR + 10 * MINUTE;
+    requests.retain(|(at, ..)| !spike.contains(at));
+    requests.extend(steady(spike.start, spike.end, 20, "app", "prod"));
+    let store = store("anomaly", &requests);
+    let transitions = run(
+        &store,
+        "- name: unusual\n  query: 'verb:list'\n  window: 5m\n  every: 5m\n  anomaly:\n    baseline: 2d\n    seasonality: hour_of_day\n    deviations: 4\n",
+        third,
+        third + 24 * HOUR,
+    );
+    let fired = firing(&transitions, "unusual");
+    assert!(!fired.is_empty(), "{transitions:#?}");
+    assert!(
+        fired
+            .iter()
+            .all(|(at, _)| (spike.start..=spike.end + 5 * MINUTE).contains(at)),
+        "{transitions:#?}"
+    );
+    assert_eq!(
+        transitions
+            .iter()
+            .filter(|t| t.state == Change::Resolved)
+            .count(),
+        1,
+        "{transitions:#?}"
+    );
+}
