@@ -1,16 +1,29 @@
 //! Monitors over audit events: definitions read from YAML with line numbers ([`spec`]),
 //! conditions ([`condition`]), calendars ([`calendar`]), partial aggregates per time bucket
 //! merged into windows ([`window`]), alert state per group ([`state`]) and the evaluation of a
-//! monitor over the store ([`evaluate`]) — the same code live in `serve` and over history in
-//! `kubetrail monitor test`. `docs/monitors.md` is the user's guide.
+//! monitor over the store ([`evaluate`]) — the same code live in `serve` ([`live`]) and over
+//! history in `kubetrail monitor test` — and notifications: what each channel receives
+//! ([`notify`]), the durable outbox ([`outbox`]) and its delivery ([`deliver`]).
+//! `docs/monitors.md` is the user's guide.
 
 pub mod calendar;
 pub mod condition;
+pub mod deliver;
 pub mod evaluate;
+pub mod live;
+pub mod notify;
+pub mod outbox;
 pub mod spec;
 pub mod state;
 pub mod template;
 pub mod window;
+
+/// Now, µs since the epoch.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
 
 /// Times (µs since the epoch) as RFC 3339 text in JSON.
 pub mod rfc3339 {

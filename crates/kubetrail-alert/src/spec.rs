@@ -334,6 +334,27 @@ pub fn load_file(path: &Path) -> Definitions {
 
 /// Reads definitions from YAML text (`file` names it in problems).
 pub fn parse(text: &str, file: Option<&Path>) -> Definitions {
+    read(text, file, false)
+}
+
+/// Reads the `monitors:` and `channels:` sections of a serve configuration file.
+pub fn load_serve_config(path: &Path) -> Definitions {
+    match std::fs::read_to_string(path) {
+        Ok(text) => read(&text, Some(path), true),
+        Err(e) => Definitions {
+            problems: vec![Problem {
+                file: Some(path.to_owned()),
+                line: 1,
+                name: None,
+                key: None,
+                message: format!("cannot read: {e}"),
+            }],
+            ..Definitions::default()
+        },
+    }
+}
+
+fn read(text: &str, file: Option<&Path>, sections_only: bool) -> Definitions {
     let mut reader = Reader {
         file: file.map(Path::to_owned),
         problems: Vec::new(),
@@ -349,7 +370,7 @@ pub fn parse(text: &str, file: Option<&Path>) -> Definitions {
         }
     };
     let (monitors, channels) = match &root {
-        Node::Seq(_) => (Some(&root), None),
+        Node::Seq(_) if !sections_only => (Some(&root), None),
         Node::Map(entries) if entries.iter().any(|(k, _)| k.name == "query") => (Some(&root), None),
         Node::Map(entries) => {
             let find = |name: &str| entries.iter().find(|(k, _)| k.name == name).map(|(_, v)| v);
@@ -586,6 +607,15 @@ impl Reader {
     }
 
     fn monitor(&mut self, node: &Node) -> Option<MonitorSpec> {
+        let merged;
+        let node = match self.expand_pack(node) {
+            Ok(Some(from_pack)) => {
+                merged = from_pack;
+                &merged
+            }
+            Ok(None) => node,
+            Err(()) => return None,
+        };
         let mut f = self.fields(node, "monitor")?;
         let line = f.line;
         let before = self.problems.len();
@@ -798,6 +828,50 @@ impl Reader {
     }
 
     /// The kind of condition, and for `absence` the silence that counts.
+    /// `- pack: NAME` with keys beside it: the pack's monitor with those keys replaced.
+    fn expand_pack(&mut self, node: &Node) -> Result<Option<Node>, ()> {
+        let Node::Map(entries) = node else {
+            return Ok(None);
+        };
+        let Some((key, value)) = entries.iter().find(|(k, _)| k.name == "pack") else {
+            return Ok(None);
+        };
+        let name = match value {
+            Node::Str(name, _) => name.clone(),
+            other => {
+                self.problem(
+                    key.line,
+                    Some("pack"),
+                    format!("expected a name, found {}", other.kind()),
+                );
+                return Err(());
+            }
+        };
+        self.name = Some(name.clone());
+        let Some(base) = pack_monitor(&name) else {
+            self.problem(
+                key.line,
+                Some("pack"),
+                format!(
+                    "the pack has no monitor {name:?}; it has {}",
+                    pack_names().join(", ")
+                ),
+            );
+            return Err(());
+        };
+        // The pack's keys are reported at the `pack:` line of the file that uses them.
+        let Node::Map(mut merged) = relined(&base, key.line) else {
+            return Err(());
+        };
+        for (k, v) in entries.iter().filter(|(k, _)| k.name != "pack") {
+            match merged.iter_mut().find(|(m, _)| m.name == k.name) {
+                Some(slot) => *slot = (k.clone(), v.clone()),
+                None => merged.push((k.clone(), v.clone())),
+            }
+        }
+        Ok(Some(Node::Map(merged)))
+    }
+
     fn kind(&mut self, f: &mut Fields<'_>) -> Option<(Kind, Option<i64>)> {
         let mut kinds = Vec::new();
         if let Some(offset) = self.duration(f.take("change"), 60_000_000) {
@@ -1063,6 +1137,65 @@ impl Reader {
 /// cluster that went quiet overnight is still missed in the morning.
 pub const ABSENCE_LOOKBACK: i64 = 86_400_000_000;
 
+/// The bundled monitors (`pack/monitors.yaml`), used by name.
+pub const PACK: &str = include_str!("../pack/monitors.yaml");
+
+fn pack_nodes() -> Vec<Node> {
+    match yaml::parse(PACK) {
+        Ok(Node::Seq(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+fn pack_name(node: &Node) -> Option<&str> {
+    let Node::Map(entries) = node else {
+        return None;
+    };
+    entries.iter().find_map(|(k, v)| match v {
+        Node::Str(name, _) if k.name == "name" => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+/// The names of the pack's monitors.
+pub fn pack_names() -> Vec<String> {
+    pack_nodes()
+        .iter()
+        .filter_map(|n| pack_name(n).map(str::to_owned))
+        .collect()
+}
+
+fn pack_monitor(name: &str) -> Option<Node> {
+    pack_nodes()
+        .into_iter()
+        .find(|n| pack_name(n) == Some(name))
+}
+
+/// `node` with every line set to `line`.
+fn relined(node: &Node, line: Line) -> Node {
+    match node {
+        Node::Map(entries) => Node::Map(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        Key {
+                            name: k.name.clone(),
+                            line,
+                        },
+                        relined(v, line),
+                    )
+                })
+                .collect(),
+        ),
+        Node::Seq(items) => Node::Seq(items.iter().map(|i| relined(i, line)).collect()),
+        Node::Str(s, _) => Node::Str(s.clone(), line),
+        Node::Bool(b, _) => Node::Bool(*b, line),
+        Node::Number(n, _) => Node::Number(n.clone(), line),
+        Node::Null(_) => Node::Null(line),
+    }
+}
+
 /// Every key of a monitor.
 pub const MONITOR_KEYS: &[&str] = &[
     "name",
@@ -1240,6 +1373,28 @@ mod tests {
         );
         assert_eq!(defs.monitors.len(), 1);
         assert_eq!(defs.monitors[0].name, "ok");
+    }
+
+    #[test]
+    fn the_pack_is_valid_and_used_by_name() {
+        let all: String = pack_names()
+            .iter()
+            .map(|n| format!("- pack: {n}\n"))
+            .collect();
+        let defs = parse(&all, None);
+        assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+        assert_eq!(defs.monitors.len(), 6);
+        let defs = parse(
+            "- pack: forbidden-spike\n  alert: '> 200'\n  recover: '< 100'\n- pack: nope\n",
+            None,
+        );
+        assert_eq!(defs.monitors[0].alert.to_string(), "> 200");
+        assert_eq!(defs.monitors[0].window, 300_000_000);
+        assert!(
+            defs.problems[0]
+                .to_string()
+                .contains("the pack has no monitor \"nope\"")
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl Api {
     }
 
     /// The query engine, opened on first use (the table needs a directory to list).
-    fn engine(&self) -> Result<QueryEngine, ApiError> {
+    pub(crate) fn engine(&self) -> Result<QueryEngine, ApiError> {
         let mut engine = self
             .engine
             .lock()

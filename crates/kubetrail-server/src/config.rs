@@ -49,6 +49,48 @@ pub struct ServeConfig {
     /// Limits of the queries of the HTTP API (and later of monitors and detections).
     #[serde(default)]
     pub query: QueryConfig,
+    /// Monitors (`docs/monitors.md`). Read again by the monitor loader, which reports every
+    /// problem with its line; a bad monitor never stops the server.
+    #[serde(default)]
+    pub monitors: Vec<serde_yaml_ng::Value>,
+    /// Notification channels of the monitors.
+    #[serde(default)]
+    pub channels: Vec<serde_yaml_ng::Value>,
+    /// How monitors run.
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
+    /// The file this configuration was read from (set by [`ServeConfig::load`]).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// How monitors run (`monitoring:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MonitoringConfig {
+    /// A directory of monitor files (`--monitors DIR`), one monitor or a list per file.
+    pub dir: Option<PathBuf>,
+    /// How long after a window's end it is evaluated (`30s`): events arriving later than this
+    /// are not counted in their window.
+    #[serde(default = "default_monitor_delay")]
+    pub delay: String,
+    /// kubetrail's address as people reach it, for the links in notifications
+    /// (`--external-url`).
+    pub external_url: Option<String>,
+}
+
+fn default_monitor_delay() -> String {
+    "30s".to_owned()
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            dir: None,
+            delay: default_monitor_delay(),
+            external_url: None,
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -72,6 +114,10 @@ impl Default for ServeConfig {
             events: EventsConfig::default(),
             quarantine: QuarantineConfig::default(),
             query: QueryConfig::default(),
+            monitors: Vec::new(),
+            channels: Vec::new(),
+            monitoring: MonitoringConfig::default(),
+            file: None,
         }
     }
 }
@@ -445,10 +491,12 @@ impl ServeConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
-        })
+        })?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses configuration text.

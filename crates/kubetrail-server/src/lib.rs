@@ -15,6 +15,7 @@
 mod api;
 pub mod config;
 pub mod metrics;
+mod monitors;
 mod quarantine;
 pub mod units;
 mod webhook;
@@ -99,6 +100,7 @@ pub(crate) struct App {
     pub status: StatusInfo,
     pub tail_stats: Vec<Arc<TailStats>>,
     pub webhook_counts: Mutex<BTreeMap<String, u64>>,
+    pub monitors: Option<Arc<monitors::Monitors>>,
 }
 
 /// Bytes of webhook requests between the start of their body and their answer, all requests
@@ -155,6 +157,7 @@ pub struct Server {
     stop_tailers: Arc<AtomicBool>,
     local_addr: SocketAddr,
     api_token_file: Option<PathBuf>,
+    monitor_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -279,7 +282,24 @@ impl Server {
             tail_patterns: config.tail.iter().flat_map(|t| t.paths.clone()).collect(),
         };
         let (api_tokens, api_token_file) = api_tokens(&config, &data)?;
-        let metrics = metrics::Metrics::new(ingest.stats().clone(), tail_stats.clone());
+        let monitors = Arc::new(monitors::Monitors::new(
+            monitors::Sources {
+                config_file: config.file.clone(),
+                dir: config.monitoring.dir.clone(),
+                api_dir: data.join("monitors").join("api"),
+            },
+            kubetrail_alert::live::LiveOptions {
+                dir: data.join("monitors"),
+                delay: units::parse_duration_flag(&config.monitoring.delay)
+                    .map_err(|e| value_error("monitoring.delay", e))?,
+                external_url: config.monitoring.external_url.clone(),
+            },
+        ));
+        let metrics = metrics::Metrics::new(
+            ingest.stats().clone(),
+            tail_stats.clone(),
+            Some(monitors.clone()),
+        );
         let app = Arc::new(App {
             credentials,
             api: api::Api::new(
@@ -298,7 +318,25 @@ impl Server {
             status,
             tail_stats,
             webhook_counts: Mutex::new(BTreeMap::new()),
+            monitors: Some(monitors.clone()),
         });
+        let monitor_thread = Some(
+            monitors
+                .spawn(app.clone(), tokio::runtime::Handle::current())
+                .map_err(|e| value_error("monitors", e))?,
+        );
+        #[cfg(unix)]
+        if let Ok(mut hangup) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            let monitors = monitors.clone();
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reading the monitor definitions again");
+                    monitors.request_reload();
+                }
+            });
+        }
         Ok(Server {
             app,
             listener,
@@ -308,6 +346,7 @@ impl Server {
             stop_tailers,
             local_addr,
             api_token_file,
+            monitor_thread,
         })
     }
 
@@ -385,11 +424,18 @@ impl Server {
             tracing::warn!("open requests did not finish within 15s");
         }
         self.stop_tailers.store(true, Ordering::Relaxed);
+        if let Some(monitors) = &self.app.monitors {
+            monitors.stop();
+        }
+        let monitor_thread = self.monitor_thread;
         let tailers = self.tailers;
         let ingest_thread = self.ingest_thread;
         tokio::task::spawn_blocking(move || {
             for tailer in tailers {
                 let _ = tailer.join();
+            }
+            if let Some(thread) = monitor_thread {
+                let _ = thread.join();
             }
             ingest_thread.shutdown();
         })
@@ -621,7 +667,11 @@ fn load_tls(tls: &config::TlsConfig) -> Result<TlsAcceptor, ServerError> {
 
 fn router(app: Arc<App>) -> Router {
     let mut api = Router::new();
-    for (path, route) in api::routes().into_iter().chain(quarantine::routes()) {
+    for (path, route) in api::routes()
+        .into_iter()
+        .chain(quarantine::routes())
+        .chain(monitors::routes())
+    {
         api = api.route(path, route);
     }
     let api = api

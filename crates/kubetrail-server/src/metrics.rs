@@ -43,6 +43,15 @@ pub struct StatusCode {
     pub code: u16,
 }
 
+/// Labels of monitor transitions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MonitorState {
+    /// The monitor.
+    pub monitor: String,
+    /// pending, firing, resolved, ok.
+    pub state: &'static str,
+}
+
 /// The metrics of a server.
 pub struct Metrics {
     registry: Registry,
@@ -56,17 +65,29 @@ pub struct Metrics {
     pub webhook_bytes: Counter,
     /// Webhook request latency, from the first byte to the answer.
     pub webhook_duration: Histogram,
+    /// Monitor transitions by monitor and state.
+    pub monitor_transitions: Family<MonitorState, Counter>,
 }
 
-#[derive(Debug)]
 struct Figures {
     ingest: Arc<IngestStats>,
     tail: Vec<Arc<TailStats>>,
+    monitors: Option<Arc<crate::monitors::Monitors>>,
+}
+
+impl std::fmt::Debug for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Figures").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
     /// A registry with every metric; `ingest` and `tail` are read at scrape time.
-    pub fn new(ingest: Arc<IngestStats>, tail: Vec<Arc<TailStats>>) -> Self {
+    pub fn new(
+        ingest: Arc<IngestStats>,
+        tail: Vec<Arc<TailStats>>,
+        monitors: Option<Arc<crate::monitors::Monitors>>,
+    ) -> Self {
         let mut registry = Registry::default();
         let events_received = Family::<SourceCluster, Counter>::default();
         registry.register(
@@ -100,7 +121,17 @@ impl Metrics {
             "Webhook request latency until the batch is durable (or refused)",
             webhook_duration.clone(),
         );
-        registry.register_collector(Box::new(Figures { ingest, tail }));
+        let monitor_transitions = Family::<MonitorState, Counter>::default();
+        registry.register(
+            "kubetrail_monitor_transitions",
+            "Alert state changes of monitors, by monitor and state (pending, firing, resolved, ok)",
+            monitor_transitions.clone(),
+        );
+        registry.register_collector(Box::new(Figures {
+            ingest,
+            tail,
+            monitors,
+        }));
         Metrics {
             registry,
             events_received,
@@ -108,6 +139,26 @@ impl Metrics {
             webhook_requests,
             webhook_bytes,
             webhook_duration,
+            monitor_transitions,
+        }
+    }
+
+    /// Counts monitor transitions.
+    pub fn monitor_transitions(&self, transitions: &[kubetrail_alert::evaluate::Transition]) {
+        use kubetrail_alert::state::Change;
+        for t in transitions {
+            let state = match t.state {
+                Change::Pending => "pending",
+                Change::Firing => "firing",
+                Change::Resolved => "resolved",
+                Change::Ok => "ok",
+            };
+            self.monitor_transitions
+                .get_or_create(&MonitorState {
+                    monitor: t.monitor.clone(),
+                    state,
+                })
+                .inc();
         }
     }
 
@@ -149,6 +200,18 @@ struct SourceReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FileLabel {
     path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MonitorAlertLabel {
+    monitor: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelOutcomeLabel {
+    channel: String,
+    outcome: String,
 }
 
 impl Collector for Figures {
@@ -233,6 +296,34 @@ impl Collector for Figures {
             "1 while the store accepts events",
             i64::from(ingest.healthy.load(Ordering::Relaxed)),
         )?;
+        if let Some(monitors) = &self.monitors {
+            let mut alerts = encoder.encode_descriptor(
+                "kubetrail_monitor_alerts",
+                "Groups of each monitor currently pending or firing",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (monitor, state, n) in monitors.alert_counts() {
+                let label = MonitorAlertLabel {
+                    monitor,
+                    state: state.to_owned(),
+                };
+                ConstGauge::new(n as i64).encode(alerts.encode_family(&label)?)?;
+            }
+            let mut deliveries = encoder.encode_descriptor(
+                "kubetrail_notifications",
+                "Notification deliveries by channel and outcome (delivered, retried, rejected)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (channel, outcome, n) in monitors.delivery_counts() {
+                let label = ChannelOutcomeLabel {
+                    channel,
+                    outcome: outcome.to_owned(),
+                };
+                ConstCounter::new(n).encode(deliveries.encode_family(&label)?)?;
+            }
+        }
         if !self.tail.is_empty() {
             let sum = |field: fn(&TailStats) -> &std::sync::atomic::AtomicU64| {
                 self.tail.iter().map(|t| load(field(t))).sum::<u64>()

@@ -98,6 +98,9 @@ pub struct WriterStats {
     pub segments_written: AtomicU64,
     /// WAL commits (fsyncs).
     pub commits: AtomicU64,
+    /// The newest event time (µs) of each cluster in committed segments: events up to it
+    /// are queryable. Monitors derive their watermark from it.
+    pub newest_stored: Mutex<BTreeMap<String, i64>>,
 }
 
 enum Job {
@@ -105,6 +108,7 @@ enum Job {
         days: Vec<(i64, RecordBatch)>,
         rows: u64,
         wal_through: u64,
+        newest: BTreeMap<String, i64>,
     },
     Barrier(SyncSender<()>),
 }
@@ -212,6 +216,8 @@ pub struct EventWriter {
     /// The sizes of the largest batch handed off so far, to allocate the next one's buffers.
     batch_sizes: Option<BatchSizes>,
     pending_since: Option<Instant>,
+    /// The newest event time of each cluster among the pending rows.
+    pending_newest: BTreeMap<String, i64>,
     /// Hand-offs sent to the segment thread so far.
     handoffs: u64,
     wal: Wal,
@@ -281,6 +287,7 @@ impl EventWriter {
             pending_unlogged: 0,
             batch_sizes: None,
             pending_since: None,
+            pending_newest: BTreeMap::new(),
             handoffs: 0,
             wal,
             jobs: Some(jobs),
@@ -365,6 +372,12 @@ impl EventWriter {
                 None => EventBatchBuilder::default(),
             })
             .append(event, cluster, time);
+        match self.pending_newest.get_mut(cluster) {
+            Some(newest) => *newest = (*newest).max(time),
+            None => {
+                self.pending_newest.insert(cluster.to_owned(), time);
+            }
+        }
         self.pending_rows += 1;
         self.pending_since.get_or_insert_with(Instant::now);
         true
@@ -510,10 +523,12 @@ impl EventWriter {
         self.pending_unlogged = 0;
         self.pending_since = None;
         self.handoffs += 1;
+        let newest = std::mem::take(&mut self.pending_newest);
         self.send(Job::Store {
             days,
             rows,
             wal_through,
+            newest,
         })
     }
 
@@ -620,6 +635,7 @@ fn segment_thread(
                 days,
                 rows,
                 wal_through,
+                newest,
             } => {
                 if shared.failed().is_some() {
                     // Order matters: after a failed hand-off, later ones must not delete the
@@ -639,6 +655,15 @@ fn segment_thread(
                     Ok(()) => {
                         reaper.remove_through(wal_through);
                         shared.stats.stored.fetch_add(rows, Ordering::Relaxed);
+                        let mut stored = shared
+                            .stats
+                            .newest_stored
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        for (cluster, time) in newest {
+                            let entry = stored.entry(cluster).or_insert(time);
+                            *entry = (*entry).max(time);
+                        }
                     }
                     Err(e) => {
                         if let Ok(mut failure) = shared.failure.lock() {
