@@ -22,6 +22,26 @@ pub enum MonitorCommand {
     Check(CheckArgs),
     /// Replay stored history through monitors and print every transition they would have made.
     Test(TestArgs),
+    /// Ask a running server for its monitors, their state and their alerts.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The running server's URL.
+    #[arg(long, default_value = "http://127.0.0.1:7420", env = "KUBETRAIL_URL")]
+    pub url: String,
+    /// The API token [default: the one in <data>/api-token].
+    #[arg(long, env = "KUBETRAIL_API_TOKEN")]
+    pub token: Option<String>,
+    /// CA certificate to verify an https server with (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -62,7 +82,89 @@ pub fn run(command: &MonitorCommand) -> Result<Outcome> {
     match command {
         MonitorCommand::Check(args) => check(args),
         MonitorCommand::Test(args) => test(args),
+        MonitorCommand::Status(args) => status(args),
     }
+}
+
+fn status(args: &StatusArgs) -> Result<Outcome> {
+    let token = crate::serve::api_token(args.token.as_ref(), &args.data.data)?;
+    let url = format!("{}/api/v1/monitors", args.url.trim_end_matches('/'));
+    let answer = crate::serve::api_json(
+        reqwest::Method::GET,
+        &url,
+        &token,
+        None,
+        args.ca_cert.as_ref(),
+    )?;
+    let mut sink = StdoutSink::new();
+    if args.json {
+        sink.write(&serde_json::to_vec_pretty(&answer)?)?;
+        sink.write(b"\n")?;
+        sink.flush()?;
+        return Ok(Outcome::Clean);
+    }
+    let monitors = answer["monitors"].as_array().cloned().unwrap_or_default();
+    let mut firing = false;
+    for m in &monitors {
+        let alerts = m["alerts"].as_array().cloned().unwrap_or_default();
+        let health = match m["health"].as_str().unwrap_or("?") {
+            "error" => format!("error: {}", m["message"].as_str().unwrap_or("")),
+            "capped" => format!("capped ({} groups)", m["groups"]),
+            other if m["no_data"] == true => format!("{other}, no data"),
+            other => other.to_owned(),
+        };
+        let enabled = if m["enabled"] == false {
+            " (disabled)"
+        } else {
+            ""
+        };
+        sink.write(
+            format!(
+                "{}{enabled}: {health}; next window ends {}; {} alert(s)\n",
+                m["name"].as_str().unwrap_or("?"),
+                m["next_evaluation"].as_str().unwrap_or("?"),
+                alerts.len()
+            )
+            .as_bytes(),
+        )?;
+        for a in &alerts {
+            firing |= a["state"] == "firing";
+            let group = a["group"]
+                .as_object()
+                .map(|g| {
+                    g.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let level = a["level"]
+                .as_str()
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            sink.write(
+                format!(
+                    "  {}{level} since {} value {}  {group}\n",
+                    a["state"].as_str().unwrap_or("?"),
+                    a["since"].as_str().unwrap_or("?"),
+                    a["value"]
+                )
+                .as_bytes(),
+            )?;
+        }
+    }
+    for problem in answer["problems"].as_array().into_iter().flatten() {
+        eprintln!("left out: {}", problem.as_str().unwrap_or(""));
+    }
+    if monitors.is_empty() {
+        sink.write(b"no monitors (define them under monitors: in the serve config, with --monitors DIR, or POST /api/v1/monitors)\n")?;
+    }
+    sink.flush()?;
+    Ok(if firing {
+        Outcome::Findings
+    } else {
+        Outcome::Clean
+    })
 }
 
 /// Reads every file; problems are printed on stderr.

@@ -167,21 +167,7 @@ fn show(args: &ShowArgs) -> Result<Outcome> {
 }
 
 fn replay(args: &ReplayArgs) -> Result<Outcome> {
-    let token = match &args.token {
-        Some(token) => token.clone(),
-        None => {
-            let path = args.data.data.join("api-token");
-            std::fs::read_to_string(&path)
-                .with_context(|| {
-                    format!(
-                        "no --token given and {} cannot be read (the server generates it on its first start)",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned()
-        }
-    };
+    let token = crate::serve::api_token(args.token.as_ref(), &args.data.data)?;
     let body = if args.all {
         serde_json::json!({"all": true})
     } else {

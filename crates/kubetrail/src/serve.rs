@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// PEM CA bundle: require client certificates signed by it (mTLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// A directory of monitor files (docs/monitors.md), read again when they change.
+    #[arg(long, value_name = "DIR")]
+    pub monitors: Option<PathBuf>,
+    /// kubetrail's address as people reach it, for the links in notifications.
+    #[arg(long, value_name = "URL", env = "KUBETRAIL_EXTERNAL_URL")]
+    pub external_url: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -105,6 +111,15 @@ impl ServeArgs {
                     _ => StartAt::Beginning,
                 },
             });
+        }
+        if let Some(dir) = &self.monitors {
+            if !dir.is_dir() {
+                bail!("--monitors {}: not a directory", dir.display());
+            }
+            config.monitoring.dir = Some(dir.clone());
+        }
+        if let Some(url) = &self.external_url {
+            config.monitoring.external_url = Some(url.clone());
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig {
@@ -307,6 +322,35 @@ pub(crate) fn post_json(
     body: &serde_json::Value,
     ca_cert: Option<&PathBuf>,
 ) -> Result<serde_json::Value> {
+    api_json(reqwest::Method::POST, url, token, Some(body), ca_cert)
+}
+
+/// The API token: the one given, else the one the server generated in `<data>/api-token`.
+pub(crate) fn api_token(token: Option<&String>, data: &std::path::Path) -> Result<String> {
+    if let Some(token) = token {
+        return Ok(token.clone());
+    }
+    let path = data.join("api-token");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| {
+            format!(
+                "no --token given and {} cannot be read (the server generates it on its first start)",
+                path.display()
+            )
+        })?
+        .trim()
+        .to_owned())
+}
+
+/// Sends a request to a running server's API with its token and returns the JSON answer; an
+/// answer other than 2xx is an error carrying the server's message.
+pub(crate) fn api_json(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+    ca_cert: Option<&PathBuf>,
+) -> Result<serde_json::Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -316,13 +360,11 @@ pub(crate) fn post_json(
         if url.starts_with("https://") {
             builder = builder.use_preconfigured_tls(client_tls(ca_cert)?);
         }
-        let response = builder
-            .build()?
-            .post(url)
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await?;
+        let mut request = builder.build()?.request(method, url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
         let status = response.status();
         let answer: serde_json::Value = response.json().await.unwrap_or_default();
         if !status.is_success() {

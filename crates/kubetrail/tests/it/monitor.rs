@@ -2,10 +2,16 @@
 //! generator's ground truth).
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kubetrail_event::Timestamp;
 use serde_json::Value;
 
+use super::serve::Serve;
 use super::{TempDir, data, import, run, stderr, stdout};
 
 fn micros(text: &str) -> i64 {
@@ -180,4 +186,236 @@ fn monitor_check_reports_lines_and_fixes() {
     let good = data("monitors/backtest.yaml");
     let output = run(&["monitor", "check", good.to_str().unwrap()], b"");
     assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// A local HTTP receiver standing in for Slack, Alertmanager and PagerDuty: it records every
+/// request and answers with the status it is set to.
+struct Receiver {
+    port: u16,
+    status: Arc<AtomicU16>,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let status = Arc::new(AtomicU16::new(200));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (answer, seen) = (status.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_owned();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let code = answer.load(Ordering::SeqCst);
+                if code == 200 {
+                    seen.lock()
+                        .unwrap()
+                        .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                }
+                let reason = if code == 200 {
+                    "OK"
+                } else {
+                    "Service Unavailable"
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        });
+        Receiver {
+            port,
+            status,
+            requests,
+        }
+    }
+
+    fn requests(&self, path: &str) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Waits until `done` holds for the requests to `path`; how long it took.
+    fn wait(&self, path: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Duration {
+        let started = Instant::now();
+        while !done(&self.requests(path)) {
+            assert!(
+                started.elapsed() < timeout,
+                "waited {timeout:?} for {path}: {:#?}",
+                self.requests(path)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    }
+}
+
+/// 403s of mallory with timestamps of now, sent with `kubetrail send`.
+fn send_forbidden(server: &Serve, count: usize) {
+    let now = kubetrail_alert::now_micros();
+    let mut lines = String::new();
+    for i in 0..count {
+        let time = kubetrail_alert::rfc3339::format(now + i as i64 * 1000);
+        let id = format!("{:032x}", (now as u128) * 1000 + i as u128);
+        lines.push_str(&format!(
+            "{{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"{}-{}-{}-{}-{}\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api/v1/secrets\",\"verb\":\"list\",\"user\":{{\"username\":\"mallory\"}},\"sourceIPs\":[\"203.0.113.50\"],\"objectRef\":{{\"resource\":\"secrets\",\"apiVersion\":\"v1\"}},\"responseStatus\":{{\"code\":403}},\"requestReceivedTimestamp\":\"{time}\",\"stageTimestamp\":\"{time}\"}}\n",
+            &id[..8], &id[8..12], &id[12..16], &id[16..20], &id[20..32]
+        ));
+    }
+    let output = run(
+        &["send", "--url", &server.url("/audit"), "-"],
+        lines.as_bytes(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+fn firing_of(bodies: &[Value]) -> usize {
+    bodies
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["status"] == "firing" && a["labels"]["user"] == "mallory")
+        .count()
+}
+
+fn resolved_of(bodies: &[Value]) -> usize {
+    bodies
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["status"] == "resolved" && a["labels"]["user"] == "mallory")
+        .count()
+}
+
+/// Live: the receiver gets "firing" within `every` plus the watermark delay (plus the store's
+/// flush), `kill -9` while firing and a restart send no second "firing", a receiver answering
+/// 503 gets the resolution once it recovers, and PagerDuty gets one trigger and one resolve.
+#[test]
+fn live_monitors_notify_once_across_kill_9_and_outages() {
+    let dir = TempDir::new("monitor-live");
+    let receiver = Receiver::start();
+    let port = super::serve::free_port();
+    let config = dir.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nmonitoring:\n  delay: 2s\n  externalUrl: http://kubetrail.example\n\
+             store:\n  flushInterval: 1s\n\
+             channels:\n  - name: hook\n    type: webhook\n    url: http://127.0.0.1:{r}/hook\n    hmac_secret: s3cret\n\
+             \x20 - name: pager\n    type: pagerduty\n    url: http://127.0.0.1:{r}/pd\n    routing_key: R0UT1NG\n\
+             monitors:\n  - name: forbidden\n    query: 'code:403 | stats count() by user'\n    window: 10s\n    every: 5s\n    alert: '> 5'\n    notify: [hook, pager]\n",
+            r = receiver.port
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    let server = Serve::start(&args);
+    let started = Instant::now();
+    send_forbidden(&server, 20);
+    let waited = receiver.wait("/hook", Duration::from_secs(30), |b| firing_of(b) == 1);
+    // every (5s) + delay (2s) + the store's flush (1s), and the round's own pace.
+    assert!(waited < Duration::from_secs(12), "firing after {waited:?}");
+    let firing = receiver.requests("/hook")[0].clone();
+    assert_eq!(firing["alerts"][0]["annotations"]["value"], "20");
+    assert!(
+        firing["alerts"][0]["generatorURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://kubetrail.example/explore?q=code%3A403%20user%3A%22mallory%22")
+    );
+    assert_eq!(firing["alerts"][0]["samples"].as_array().unwrap().len(), 3);
+    receiver.wait("/pd", Duration::from_secs(10), |b| {
+        b.iter().any(|e| e["event_action"] == "trigger")
+    });
+
+    // kill -9 while firing, restart, keep the incident going: no second "firing".
+    server.kill_9();
+    let server = Serve::start(&args);
+    for _ in 0..3 {
+        send_forbidden(&server, 10);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The receiver goes down as the incident ends: the resolution waits for it.
+    receiver.status.store(503, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(resolved_of(&receiver.requests("/hook")), 0);
+    receiver.status.store(200, Ordering::SeqCst);
+    receiver.wait("/hook", Duration::from_secs(60), |b| resolved_of(b) == 1);
+    receiver.wait("/pd", Duration::from_secs(30), |b| {
+        b.iter().any(|e| e["event_action"] == "resolve")
+    });
+    assert_eq!(
+        firing_of(&receiver.requests("/hook")),
+        1,
+        "{:#?}",
+        receiver.requests("/hook")
+    );
+    let pd = receiver.requests("/pd");
+    let triggers = pd.iter().filter(|e| e["event_action"] == "trigger").count();
+    assert_eq!(triggers, 1, "{pd:#?}");
+    assert!(pd.iter().all(|e| e["routing_key"] == "R0UT1NG"));
+
+    // The state and its history are queryable.
+    let output = run(
+        &[
+            "monitor",
+            "status",
+            "--url",
+            &server.url(""),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(status["monitors"][0]["name"], "forbidden");
+    assert_eq!(status["monitors"][0]["alerts"].as_array().unwrap().len(), 0);
+    let transitions = std::fs::read_to_string(data.join("monitors/transitions.jsonl")).unwrap();
+    assert!(
+        transitions.contains("\"state\":\"firing\""),
+        "{transitions}"
+    );
+    assert!(
+        transitions.contains("\"state\":\"resolved\""),
+        "{transitions}"
+    );
+    server.terminate();
+    assert!(started.elapsed() < Duration::from_secs(150));
 }

@@ -65,7 +65,7 @@ impl Serve {
         format!("http://{}{path}", self.addr)
     }
 
-    fn kill_9(mut self) {
+    pub(crate) fn kill_9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
