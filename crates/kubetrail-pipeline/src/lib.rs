@@ -10,6 +10,7 @@
 //! The webhook source lives in `kubetrail-server`, which owns the HTTP port; it hands request
 //! bodies to [`ingest::Ingest`] as the tailer hands it lines, and the writer thread decodes both.
 
+pub mod audit_metrics;
 pub mod ingest;
 pub mod tail;
 pub mod transform;
@@ -17,4 +18,4 @@ pub mod transform;
 pub use ingest::{
     Batch, BatchOutcome, BatchSource, Ingest, IngestError, IngestOptions, IngestStats, IngestThread,
 };
-pub use transform::{Transforms, Verdict};
+pub use transform::{Exclusion, Transforms, Verdict};

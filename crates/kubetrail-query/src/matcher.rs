@@ -46,6 +46,17 @@ impl Matcher {
     }
 }
 
+/// The value of `field` in `event` as one text: list elements joined by `,`, numbers and
+/// booleans written out, `""` when absent (the label of a log-based metric).
+pub fn field_value(field: &Field, event: &AuditEvent<'_>, cluster: &str) -> String {
+    let context = Context { event, cluster };
+    match context.value(field) {
+        FieldValue::Text(values) => values.join(","),
+        FieldValue::Int(n) => n.map(|n| n.to_string()).unwrap_or_default(),
+        FieldValue::Bool(b) => b.to_string(),
+    }
+}
+
 struct Context<'e, 'a> {
     event: &'e AuditEvent<'a>,
     cluster: &'e str,

@@ -59,9 +59,57 @@ pub struct ServeConfig {
     /// How monitors run.
     #[serde(default)]
     pub monitoring: MonitoringConfig,
+    /// Named exclusion filters with sampling, switched on and off at runtime through the API.
+    #[serde(default)]
+    pub exclusions: Vec<ExclusionConfig>,
+    /// Log-based metrics on `/metrics`.
+    #[serde(default)]
+    pub metrics: Vec<MetricConfig>,
     /// The file this configuration was read from (set by [`ServeConfig::load`]).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// A named exclusion filter (`exclusions:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExclusionConfig {
+    /// Its name, for the API and the metrics.
+    pub name: String,
+    /// The events it drops (a query-language search).
+    pub query: String,
+    /// The share of matching events kept anyway (`10%`; default `0%`).
+    #[serde(default = "default_keep")]
+    pub keep: String,
+    /// Whether it applies from the start (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_keep() -> String {
+    "0%".to_owned()
+}
+
+/// A log-based metric (`metrics:`), exposed as `kubetrail_audit_<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricConfig {
+    /// The metric's name (`secret_reads`).
+    pub name: String,
+    /// Which events count (a query-language search).
+    pub query: String,
+    /// `counter` (matching requests) or `histogram` (their latency).
+    #[serde(rename = "type", default = "default_metric_kind")]
+    pub kind: String,
+    /// Label fields (`user`, `ns`); at most 1000 series, more are counted as overflow.
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// Its help text.
+    pub help: Option<String>,
+}
+
+fn default_metric_kind() -> String {
+    "counter".to_owned()
 }
 
 /// How monitors run (`monitoring:`).
@@ -117,6 +165,8 @@ impl Default for ServeConfig {
             monitors: Vec::new(),
             channels: Vec::new(),
             monitoring: MonitoringConfig::default(),
+            exclusions: Vec::new(),
+            metrics: Vec::new(),
             file: None,
         }
     }

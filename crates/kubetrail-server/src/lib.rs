@@ -14,6 +14,7 @@
 
 mod api;
 pub mod config;
+mod exclusions;
 pub mod metrics;
 mod monitors;
 mod quarantine;
@@ -299,6 +300,7 @@ impl Server {
             ingest.stats().clone(),
             tail_stats.clone(),
             Some(monitors.clone()),
+            Some(transforms.clone()),
         );
         let app = Arc::new(App {
             credentials,
@@ -497,6 +499,94 @@ fn transforms(config: &ServeConfig) -> Result<Transforms, ServerError> {
                 .map_err(|e| value_error("exclude", format!("\n{}", e.render(q))))
         })
         .collect::<Result<_, _>>()?;
+    let mut exclusions = Vec::new();
+    for (i, e) in config.exclusions.iter().enumerate() {
+        let field = format!("exclusions[{i}]");
+        let matcher = kubetrail_query::Matcher::parse(&e.query)
+            .map_err(|err| value_error(&field, format!("query:\n{}", err.render(&e.query))))?;
+        let keep = e.keep.trim().trim_end_matches('%').trim();
+        let keep_per_10k = keep
+            .parse::<f64>()
+            .ok()
+            .filter(|k| (0.0..=100.0).contains(k))
+            .map(|k| (k * 100.0).round() as u32)
+            .ok_or_else(|| {
+                value_error(
+                    &field,
+                    format!("keep: {:?} is not a percentage from 0% to 100%", e.keep),
+                )
+            })?;
+        if exclusions
+            .iter()
+            .any(|x: &kubetrail_pipeline::Exclusion| x.name == e.name)
+        {
+            return Err(value_error(
+                &field,
+                format!("two exclusions are named {:?}", e.name),
+            ));
+        }
+        exclusions.push(kubetrail_pipeline::Exclusion {
+            name: e.name.clone(),
+            query: e.query.clone(),
+            matcher,
+            keep_per_10k,
+            enabled: std::sync::atomic::AtomicBool::new(e.enabled),
+            matched: std::sync::atomic::AtomicU64::new(0),
+            excluded: std::sync::atomic::AtomicU64::new(0),
+        });
+    }
+    let mut user_metrics = Vec::new();
+    for (i, m) in config.metrics.iter().enumerate() {
+        let field = format!("metrics[{i}]");
+        if !m
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || m.name.is_empty()
+            || m.name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(value_error(
+                &field,
+                format!(
+                    "name {:?}: letters, digits and _ (a Prometheus metric name)",
+                    m.name
+                ),
+            ));
+        }
+        let filter = kubetrail_query::Matcher::parse(&m.query)
+            .map_err(|err| value_error(&field, format!("query:\n{}", err.render(&m.query))))?;
+        let kind = match m.kind.as_str() {
+            "counter" => kubetrail_pipeline::audit_metrics::MetricKind::Counter,
+            "histogram" => kubetrail_pipeline::audit_metrics::MetricKind::Histogram,
+            other => {
+                return Err(value_error(
+                    &field,
+                    format!("type {other:?}: counter or histogram"),
+                ));
+            }
+        };
+        let by =
+            m.by.iter()
+                .map(|name| {
+                    kubetrail_query::Field::resolve(name, 0)
+                        .map(|f| (name.replace(['.', '-', '/'], "_"), f))
+                        .map_err(|e| value_error(&field, format!("by: {}", e.message)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+        user_metrics.push(kubetrail_pipeline::audit_metrics::UserMetric {
+            name: m.name.clone(),
+            help: m
+                .help
+                .clone()
+                .unwrap_or_else(|| format!("Audit events matching {}", m.query)),
+            filter,
+            kind,
+            by,
+        });
+    }
+    let metrics = Some(Arc::new(
+        kubetrail_pipeline::audit_metrics::AuditMetrics::new(user_metrics),
+    ));
     let policy = match &config.policy {
         None => None,
         Some(path) => {
@@ -521,6 +611,8 @@ fn transforms(config: &ServeConfig) -> Result<Transforms, ServerError> {
     };
     Ok(Transforms {
         exclude,
+        exclusions,
+        metrics,
         policy,
         redactor,
     })
@@ -671,6 +763,7 @@ fn router(app: Arc<App>) -> Router {
         .into_iter()
         .chain(quarantine::routes())
         .chain(monitors::routes())
+        .chain(exclusions::routes())
     {
         api = api.route(path, route);
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use kubetrail_pipeline::IngestStats;
+use kubetrail_pipeline::audit_metrics::{LATENCY_BUCKETS, LatencyHistogram, MetricKind};
 use kubetrail_pipeline::tail::TailStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -73,6 +74,50 @@ struct Figures {
     ingest: Arc<IngestStats>,
     tail: Vec<Arc<TailStats>>,
     monitors: Option<Arc<crate::monitors::Monitors>>,
+    transforms: Option<Arc<kubetrail_pipeline::Transforms>>,
+}
+
+/// A histogram read at scrape time.
+#[derive(Debug)]
+struct ConstHistogram<'h>(&'h LatencyHistogram);
+
+impl EncodeMetric for ConstHistogram<'_> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.0.buckets.iter().copied()).collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum,
+            self.0.count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+/// Label values given as name–value pairs (the `by` fields of a log-based metric).
+#[derive(Debug)]
+struct Pairs<'p>(&'p [(String, String)]);
+
+impl EncodeLabelSet for Pairs<'_> {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for pair in self.0 {
+            prometheus_client::encoding::EncodeLabel::encode(
+                &(pair.0.as_str(), pair.1.as_str()),
+                encoder.encode_label(),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Figures {
@@ -87,6 +132,7 @@ impl Metrics {
         ingest: Arc<IngestStats>,
         tail: Vec<Arc<TailStats>>,
         monitors: Option<Arc<crate::monitors::Monitors>>,
+        transforms: Option<Arc<kubetrail_pipeline::Transforms>>,
     ) -> Self {
         let mut registry = Registry::default();
         let events_received = Family::<SourceCluster, Counter>::default();
@@ -131,6 +177,7 @@ impl Metrics {
             ingest,
             tail,
             monitors,
+            transforms,
         }));
         Metrics {
             registry,
@@ -296,6 +343,9 @@ impl Collector for Figures {
             "1 while the store accepts events",
             i64::from(ingest.healthy.load(Ordering::Relaxed)),
         )?;
+        if let Some(transforms) = &self.transforms {
+            encode_transforms(&mut encoder, transforms)?;
+        }
         if let Some(monitors) = &self.monitors {
             let mut alerts = encoder.encode_descriptor(
                 "kubetrail_monitor_alerts",
@@ -379,4 +429,178 @@ impl Collector for Figures {
         }
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    cluster: String,
+    verb: String,
+    resource: String,
+    code: String,
+    user_kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbResource {
+    verb: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterCode {
+    cluster: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterResource {
+    cluster: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterLabel {
+    filter: String,
+}
+
+/// The cluster's API traffic, the log-based metrics and the exclusion filters.
+fn encode_transforms(
+    encoder: &mut DescriptorEncoder,
+    transforms: &kubetrail_pipeline::Transforms,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    if let Some(metrics) = &transforms.metrics {
+        let snapshot = metrics.snapshot();
+        let mut family = encoder.encode_descriptor(
+            "kubetrail_apiserver_requests",
+            "API requests seen in audit events, by cluster, verb, resource, code class and user kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, n) in &snapshot.requests {
+            let label = RequestLabels {
+                cluster: key.cluster.clone(),
+                verb: key.verb.to_owned(),
+                resource: key.resource.clone(),
+                code: key.code.to_owned(),
+                user_kind: key.user_kind.to_owned(),
+            };
+            ConstCounter::new(*n).encode(family.encode_family(&label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubetrail_apiserver_request_duration_seconds",
+            "Latency of API requests seen in audit events (long-running requests excluded), by verb and resource",
+            None,
+            MetricType::Histogram,
+        )?;
+        for ((verb, resource), histogram) in &snapshot.latency {
+            let label = VerbResource {
+                verb: (*verb).to_owned(),
+                resource: resource.clone(),
+            };
+            ConstHistogram(histogram).encode(family.encode_family(&label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubetrail_apiserver_auth_failures",
+            "401 Unauthorized and 403 Forbidden answers seen in audit events, by cluster and code",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((cluster, code), n) in &snapshot.auth_failures {
+            let label = ClusterCode {
+                cluster: cluster.clone(),
+                code: code.to_string(),
+            };
+            ConstCounter::new(*n).encode(family.encode_family(&label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubetrail_apiserver_anonymous_requests",
+            "Requests by system:anonymous seen in audit events, by cluster and resource",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((cluster, resource), n) in &snapshot.anonymous {
+            let label = ClusterResource {
+                cluster: cluster.clone(),
+                resource: resource.clone(),
+            };
+            ConstCounter::new(*n).encode(family.encode_family(&label)?)?;
+        }
+        for (name, help, kind, labels, series) in &snapshot.user {
+            let metric_name = format!("kubetrail_audit_{name}");
+            match kind {
+                MetricKind::Counter => {
+                    let mut family =
+                        encoder.encode_descriptor(&metric_name, help, None, MetricType::Counter)?;
+                    for (values, n) in &series.counts {
+                        let pairs: Vec<(String, String)> =
+                            labels.iter().cloned().zip(values.iter().cloned()).collect();
+                        ConstCounter::new(*n).encode(family.encode_family(&Pairs(&pairs))?)?;
+                    }
+                }
+                MetricKind::Histogram => {
+                    let histogram_name = format!("{metric_name}_duration_seconds");
+                    let mut family = encoder.encode_descriptor(
+                        &histogram_name,
+                        help,
+                        None,
+                        MetricType::Histogram,
+                    )?;
+                    for (values, histogram) in &series.histograms {
+                        let pairs: Vec<(String, String)> =
+                            labels.iter().cloned().zip(values.iter().cloned()).collect();
+                        ConstHistogram(histogram).encode(family.encode_family(&Pairs(&pairs))?)?;
+                    }
+                }
+            }
+            counter(
+                encoder,
+                &format!("kubetrail_audit_{name}_overflow"),
+                "Matching events not counted in a series of their own: the metric reached its 1000 series",
+                series.overflow,
+            )?;
+        }
+    }
+    if !transforms.exclusions.is_empty() {
+        let mut matched = encoder.encode_descriptor(
+            "kubetrail_exclusion_matched_events",
+            "Events an enabled exclusion filter matched (kept samples included), by filter",
+            None,
+            MetricType::Counter,
+        )?;
+        for e in &transforms.exclusions {
+            let label = FilterLabel {
+                filter: e.name.clone(),
+            };
+            ConstCounter::new(e.matched.load(Ordering::Relaxed))
+                .encode(matched.encode_family(&label)?)?;
+        }
+        let mut excluded = encoder.encode_descriptor(
+            "kubetrail_exclusion_dropped_events",
+            "Events an exclusion filter dropped, by filter",
+            None,
+            MetricType::Counter,
+        )?;
+        for e in &transforms.exclusions {
+            let label = FilterLabel {
+                filter: e.name.clone(),
+            };
+            ConstCounter::new(e.excluded.load(Ordering::Relaxed))
+                .encode(excluded.encode_family(&label)?)?;
+        }
+        let mut enabled = encoder.encode_descriptor(
+            "kubetrail_exclusion_enabled",
+            "1 while an exclusion filter applies",
+            None,
+            MetricType::Gauge,
+        )?;
+        for e in &transforms.exclusions {
+            let label = FilterLabel {
+                filter: e.name.clone(),
+            };
+            ConstGauge::new(i64::from(e.enabled.load(Ordering::Relaxed)))
+                .encode(enabled.encode_family(&label)?)?;
+        }
+    }
+    Ok(())
 }

@@ -366,6 +366,7 @@ pub fn import(args: &ImportArgs) -> Result<Outcome> {
             redactor: args.redact.redactor()?,
             exclude: args.filter.exclusions()?,
             policy: args.filter.policy()?,
+            ..Transforms::default()
         },
         summary: ImportSummary::default(),
         diagnostics: Diagnostics::new(args.decode.error_limit),

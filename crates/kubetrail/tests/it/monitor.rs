@@ -419,3 +419,187 @@ fn live_monitors_notify_once_across_kill_9_and_outages() {
     server.terminate();
     assert!(started.elapsed() < Duration::from_secs(150));
 }
+
+/// The sum of a metric's samples whose labels contain every `labels` pair.
+fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Traffic metrics count every request once (exclusion filters notwithstanding), log-based
+/// metrics follow the config, and an exclusion filter switched off through the API stops
+/// dropping.
+#[test]
+fn audit_metrics_and_exclusion_filters_at_runtime() {
+    let dir = TempDir::new("monitor-metrics");
+    let port = super::serve::free_port();
+    let config = dir.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nstore:\n  flushInterval: 1s\n\
+             exclusions:\n  - name: leases\n    query: 'resource:leases'\n\
+             metrics:\n  - name: secret_reads\n    query: 'resource:secrets verb:(get OR list OR watch)'\n    by: [user]\n"
+        ),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Serve::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data_dir.to_str().unwrap(),
+    ]);
+    let log = data("fixtures/real-apiserver-v1.36/audit.log");
+    let events: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // A request counts once: at ResponseComplete or Panic, or at ResponseStarted without a user.
+    let counted: Vec<&Value> = events
+        .iter()
+        .filter(|e| match e["stage"].as_str().unwrap() {
+            "ResponseComplete" | "Panic" => true,
+            "ResponseStarted" => e["user"]["username"].as_str().unwrap_or("").is_empty(),
+            _ => false,
+        })
+        .collect();
+    let code = |e: &&Value| e["responseStatus"]["code"].as_i64();
+    let leases = events
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "leases")
+        .count();
+    let secret_reads = counted
+        .iter()
+        .filter(|e| {
+            e["objectRef"]["resource"] == "secrets"
+                && matches!(e["verb"].as_str(), Some("get" | "list" | "watch"))
+        })
+        .count();
+    assert!(leases > 0 && secret_reads > 0);
+    let output = run(
+        &[
+            "send",
+            "--url",
+            &server.url("/audit"),
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let client = reqwest::blocking::Client::new();
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let requests = metrics_sum_total(&metrics, "kubetrail_apiserver_requests");
+    assert_eq!(requests, counted.len() as f64, "{metrics}");
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "kubetrail_apiserver_auth_failures_total",
+            &[("code", "403")]
+        ),
+        counted.iter().filter(|e| code(e) == Some(403)).count() as f64
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "kubetrail_apiserver_auth_failures_total",
+            &[("code", "401")]
+        ),
+        counted.iter().filter(|e| code(e) == Some(401)).count() as f64
+    );
+    assert_eq!(
+        metric_sum(&metrics, "kubetrail_audit_secret_reads_total", &[]),
+        secret_reads as f64
+    );
+    assert!(
+        metrics.contains("kubetrail_apiserver_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
+    // Watches are long-running: counted as requests, not in the latency histograms.
+    assert!(
+        metric_sum(
+            &metrics,
+            "kubetrail_apiserver_requests_total",
+            &[("verb", "watch")]
+        ) > 0.0
+    );
+    assert!(
+        !metrics.contains("kubetrail_apiserver_request_duration_seconds_bucket{verb=\"watch\"")
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "kubetrail_exclusion_dropped_events_total",
+            &[("filter", "leases")]
+        ),
+        leases as f64
+    );
+
+    // Capture everything: switch the filter off; the same events again (new auditIDs) are kept.
+    let answer: Value = client
+        .put(server.url("/api/v1/exclusions/leases"))
+        .bearer_auth(
+            std::fs::read_to_string(data_dir.join("api-token"))
+                .unwrap()
+                .trim(),
+        )
+        .json(&serde_json::json!({"enabled": false}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["enabled"], false);
+    let again = std::fs::read_to_string(&log)
+        .unwrap()
+        .replace("\"auditID\":\"", "\"auditID\":\"again-");
+    let output = run(
+        &["send", "--url", &server.url("/audit"), "-"],
+        again.as_bytes(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "kubetrail_exclusion_dropped_events_total",
+            &[("filter", "leases")]
+        ),
+        leases as f64
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "kubetrail_exclusion_enabled",
+            &[("filter", "leases")]
+        ),
+        0.0
+    );
+    server.terminate();
+    let stored = super::sql_rows(
+        &data_dir,
+        "SELECT COUNT(*) AS n FROM events WHERE resource = 'leases'",
+    );
+    assert_eq!(stored[0]["n"], leases as u64);
+}
+
+fn metrics_sum_total(text: &str, name: &str) -> f64 {
+    metric_sum(text, &format!("{name}_total"), &[])
+}
