@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kubetrail_alert::evaluate::{Transition, backtest};
+use kubetrail_alert::live::{Live, LiveOptions};
 use kubetrail_alert::spec::parse;
 use kubetrail_alert::state::Change;
 use kubetrail_event::{DecodeOptions, Decoded, Decoder};
@@ -275,4 +276,127 @@ fn anomalies_are_judged_against_a_seasonal_baseline_from_history() {
         1,
         "{transitions:#?}"
     );
+}
+
+/// Notifications queued in the outbox so far: (status, monitor) of each alert, by notification.
+fn queued(dir: &std::path::Path) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join("outbox/pending")) else {
+        return out;
+    };
+    let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    for path in paths {
+        let entry: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let statuses = entry["notification"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status"].as_str().unwrap().to_owned())
+            .collect();
+        out.push((
+            entry["notification"]["at"].as_str().unwrap().to_owned(),
+            statuses,
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
+    // Mallory is refused 20 times a minute from 00:10 to 00:18.
+    let mut requests = steady(DAY, DAY + HOUR, 2, "alice", "prod");
+    requests.extend(
+        steady(DAY + 10 * MINUTE, DAY + 18 * MINUTE, 20, "mallory", "prod")
+            .into_iter()
+            .map(|(at, user, cluster, _)| (at, user, cluster, 403)),
+    );
+    let store = store("mute", &requests);
+    let state = std::env::temp_dir().join(format!("kubetrail-alert-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let text = format!(
+        "monitors:\n\
+         - name: muted\n  query: 'code:403 | stats count() by user'\n  window: 2m\n  every: 1m\n  alert: '> 10'\n  notify: [log]\n  mute:\n    - from: {}\n      to: {}\n\
+         - name: office\n  query: 'code:403 | stats count() by user'\n  window: 2m\n  every: 1m\n  alert: '> 10'\n  active:\n    - from: {}\n      to: {}\n\
+         channels:\n  - name: log\n    type: file\n    path: {}\n",
+        kubetrail_alert::rfc3339::format(DAY + 10 * MINUTE),
+        kubetrail_alert::rfc3339::format(DAY + 14 * MINUTE),
+        kubetrail_alert::rfc3339::format(DAY + 15 * MINUTE),
+        kubetrail_alert::rfc3339::format(DAY + 40 * MINUTE),
+        state.join("alerts.jsonl").display()
+    );
+    let mut defs = kubetrail_alert::spec::parse(&text, None);
+    defs.check_channels();
+    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+    let mut live = Live::open(LiveOptions {
+        dir: state.clone(),
+        delay: 0,
+        external_url: None,
+    })
+    .unwrap();
+    live.configure(defs, &store.engine, DAY + 5 * MINUTE);
+    let mut transitions = Vec::new();
+    let mut held_until_mute_end = true;
+    for minute in 5..=40 {
+        let now = DAY + minute * MINUTE;
+        transitions.extend(live.round(&store.engine, |delay| Some(now - delay), now));
+        if minute < 14 {
+            held_until_mute_end &= queued(&state).is_empty();
+        }
+    }
+    assert!(held_until_mute_end, "{:?}", queued(&state));
+    // Firing since 00:11, told when the mute ends at 00:14; resolved at 00:20.
+    assert_eq!(
+        queued(&state),
+        vec![
+            ("2026-03-02T00:14:00Z".to_owned(), vec!["firing".to_owned()]),
+            (
+                "2026-03-02T00:20:00Z".to_owned(),
+                vec!["resolved".to_owned()]
+            ),
+        ]
+    );
+    let muted: Vec<(i64, Change)> = transitions
+        .iter()
+        .filter(|t| t.monitor == "muted")
+        .map(|t| (t.at, t.state))
+        .collect();
+    assert_eq!(
+        muted,
+        vec![
+            (DAY + 11 * MINUTE, Change::Firing),
+            (DAY + 20 * MINUTE, Change::Resolved)
+        ],
+        "the state moves while muted"
+    );
+    // Active from 00:15 only: the minutes before do not count, so it fires later.
+    let office: Vec<(i64, Change)> = transitions
+        .iter()
+        .filter(|t| t.monitor == "office")
+        .map(|t| (t.at, t.state))
+        .collect();
+    assert_eq!(
+        office,
+        vec![
+            (DAY + 16 * MINUTE, Change::Firing),
+            (DAY + 20 * MINUTE, Change::Resolved)
+        ]
+    );
+    // The state survives a restart: a new Live resumes where this one stopped.
+    drop(live);
+    let mut again = Live::open(LiveOptions {
+        dir: state.clone(),
+        delay: 0,
+        external_url: None,
+    })
+    .unwrap();
+    let mut defs = kubetrail_alert::spec::parse(&text, None);
+    defs.check_channels();
+    again.configure(defs, &store.engine, DAY + 41 * MINUTE);
+    let status = again.status(DAY + 41 * MINUTE);
+    let muted = status.iter().find(|s| s.name == "muted").unwrap();
+    assert_eq!(muted.next_evaluation, DAY + 41 * MINUTE);
+    let _ = std::fs::remove_dir_all(&state);
 }

@@ -332,8 +332,13 @@ fn live_monitors_notify_once_across_kill_9_and_outages() {
              store:\n  flushInterval: 1s\n\
              channels:\n  - name: hook\n    type: webhook\n    url: http://127.0.0.1:{r}/hook\n    hmac_secret: s3cret\n\
              \x20 - name: pager\n    type: pagerduty\n    url: http://127.0.0.1:{r}/pd\n    routing_key: R0UT1NG\n\
-             monitors:\n  - name: forbidden\n    query: 'code:403 | stats count() by user'\n    window: 10s\n    every: 5s\n    alert: '> 5'\n    notify: [hook, pager]\n",
-            r = receiver.port
+             \x20 - name: slack\n    type: slack\n    url: http://127.0.0.1:{r}/slack\n\
+             \x20 - name: teams\n    type: teams\n    url: http://127.0.0.1:{r}/teams\n\
+             \x20 - name: am\n    type: alertmanager\n    url: http://127.0.0.1:{r}/am\n\
+             \x20 - name: file\n    type: file\n    path: {file}\n\
+             monitors:\n  - name: forbidden\n    query: 'code:403 | stats count() by user'\n    window: 10s\n    every: 5s\n    alert: '> 5'\n    notify: [hook, pager, slack, teams, am, file]\n",
+            r = receiver.port,
+            file = dir.path().join("alerts.jsonl").display()
         ),
     )
     .unwrap();
@@ -389,6 +394,48 @@ fn live_monitors_notify_once_across_kill_9_and_outages() {
     let triggers = pd.iter().filter(|e| e["event_action"] == "trigger").count();
     assert_eq!(triggers, 1, "{pd:#?}");
     assert!(pd.iter().all(|e| e["routing_key"] == "R0UT1NG"));
+
+    // Every other channel got the incident too, in its own format.
+    let slack = receiver.requests("/slack");
+    assert!(
+        slack.iter().any(|m| m["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING:1] forbidden")),
+        "{slack:#?}"
+    );
+    assert!(
+        slack.iter().any(|m| m["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED:1] forbidden")),
+        "{slack:#?}"
+    );
+    let teams = receiver.requests("/teams");
+    assert!(
+        teams.iter().all(
+            |m| m["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
+        )
+    );
+    assert!(teams.len() >= 2, "{teams:#?}");
+    let am = receiver.requests("/am/api/v2/alerts");
+    assert!(
+        am.iter().any(
+            |a| a[0]["labels"]["user"] == "mallory" && a[0]["endsAt"] != "0001-01-01T00:00:00Z"
+        ),
+        "{am:#?}"
+    );
+    let file = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    let statuses: Vec<String> = file
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["alerts"][0]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"]);
 
     // The state and its history are queryable.
     let output = run(
