@@ -943,6 +943,8 @@ mod tests {
         let mut routed: std::collections::BTreeSet<String> = routes()
             .into_iter()
             .chain(crate::quarantine::routes())
+            .chain(crate::monitors::routes())
+            .chain(crate::exclusions::routes())
             .map(|(path, _)| format!("/api/v1{}", path.replace("{*object}", "{object}")))
             .collect();
         routed.insert("/api/v1/openapi.yaml".to_owned());

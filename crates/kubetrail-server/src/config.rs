@@ -575,6 +575,11 @@ mod tests {
         let config = ServeConfig::parse(text).unwrap();
         assert_eq!(config.webhook.clusters.len(), 2);
         assert_eq!(config.tail.len(), 1);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/kubetrail.yaml");
+        let mut defs = kubetrail_alert::spec::load_serve_config(&path);
+        defs.check_channels();
+        assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+        assert_eq!((defs.monitors.len(), defs.channels.len()), (2, 2));
     }
 
     #[test]

@@ -156,6 +156,11 @@ fn status(args: &StatusArgs) -> Result<Outcome> {
     for problem in answer["problems"].as_array().into_iter().flatten() {
         eprintln!("left out: {}", problem.as_str().unwrap_or(""));
     }
+    if let Some(failed) = answer["failedNotifications"].as_u64().filter(|n| *n > 0) {
+        eprintln!(
+            "{failed} notification(s) refused by their channel, kept in <data>/monitors/outbox/failed/ (the server's log has each answer)"
+        );
+    }
     if monitors.is_empty() {
         sink.write(b"no monitors (define them under monitors: in the serve config, with --monitors DIR, or POST /api/v1/monitors)\n")?;
     }
