@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
-use kubetrail_event::Decoded;
+use kubetrail_event::{Decoded, Timestamp};
+use kubetrail_pipeline::ingest::now_micros;
 use memchr::memmem;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
@@ -65,6 +66,10 @@ pub struct SendArgs {
     /// stores the repeats instead of discarding them as duplicates.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Move every event's timestamps so that the input starts now (each pass of `--duration`
+    /// again): recorded traffic replayed as live traffic, for monitors and demos.
+    #[arg(long)]
+    pub now: bool,
     /// Attempts per batch before it is dropped (kube-apiserver makes 5).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     attempts: u32,
@@ -91,16 +96,32 @@ struct Prepared {
     events: u32,
     /// Where each event's auditID starts in `body` (only IDs of at least 8 bytes).
     id_offsets: Vec<usize>,
+    /// Where each timestamp value (`requestReceivedTimestamp`, `stageTimestamp`) starts in
+    /// `body` and its time, µs (only the API server's fixed-width MicroTime), for `--now`.
+    time_offsets: Vec<(usize, i64)>,
 }
 
+/// The API server's MicroTime, `2026-03-02T08:00:00.123456Z`: always this wide.
+const MICRO_TIME_LEN: usize = 27;
+
 impl Prepared {
-    /// The body for repeat number `pass` (0 = as read).
-    fn for_pass(&self, pass: u64) -> Vec<u8> {
+    /// The body for repeat number `pass` (0 = as read), its timestamps moved by `shift` µs.
+    fn for_pass(&self, pass: u64, shift: i64) -> Vec<u8> {
         let mut body = self.body.clone();
         if pass > 0 {
             let stamp = format!("{:08x}", pass % (1 << 32));
             for &at in &self.id_offsets {
                 body[at..at + 8].copy_from_slice(stamp.as_bytes());
+            }
+        }
+        if shift != 0 {
+            let mut text = Vec::with_capacity(MICRO_TIME_LEN);
+            for &(at, micros) in &self.time_offsets {
+                text.clear();
+                Timestamp::from_micros(micros + shift).write_micro_time(&mut text);
+                if text.len() == MICRO_TIME_LEN {
+                    body[at..at + MICRO_TIME_LEN].copy_from_slice(&text);
+                }
             }
         }
         body
@@ -127,6 +148,14 @@ struct Batcher<'a> {
     /// Bytes read, on a terminal, for large inputs.
     progress: Option<ProgressBar>,
     events_read: u64,
+    /// `--now`: timestamps are moved so that each pass starts now.
+    now: bool,
+    received_key: memmem::Finder<'static>,
+    stage_key: memmem::Finder<'static>,
+    /// The first event's time, µs.
+    first_time: Option<i64>,
+    /// The move of the first pass, µs.
+    shift: Option<i64>,
 }
 
 fn empty_list() -> Prepared {
@@ -134,6 +163,7 @@ fn empty_list() -> Prepared {
         body: LIST_HEAD.to_vec(),
         events: 0,
         id_offsets: Vec::new(),
+        time_offsets: Vec::new(),
     }
 }
 
@@ -147,12 +177,14 @@ impl Batcher<'_> {
         full.body.extend_from_slice(LIST_TAIL);
         let events = full.events;
         // Sending once needs no copy: the body itself goes.
+        let shift = self.shift.unwrap_or(0);
         let body = match &mut self.kept {
             Some(kept) => {
-                let body = full.for_pass(0);
+                let body = full.for_pass(0, shift);
                 kept.push(full);
                 body
             }
+            None if shift != 0 => full.for_pass(0, shift),
             None => full.body,
         };
         self.open = self.tx.blocking_send((body, events)).is_ok();
@@ -176,6 +208,23 @@ impl DecodeHandler for Batcher<'_> {
                     && let Some(value) = memmem::find(&raw[key..], id)
                 {
                     self.current.id_offsets.push(start + key + value);
+                }
+                if self.now {
+                    for key in [&self.received_key, &self.stage_key] {
+                        let Some(found) = key.find(raw) else { continue };
+                        let at = found + key.needle().len();
+                        let Some(text) = raw.get(at..at + MICRO_TIME_LEN) else {
+                            continue;
+                        };
+                        let Some(time) = std::str::from_utf8(text).ok().and_then(Timestamp::parse)
+                        else {
+                            continue;
+                        };
+                        let micros = time.as_micros();
+                        let first = *self.first_time.get_or_insert(micros);
+                        self.shift.get_or_insert(now_micros() - first);
+                        self.current.time_offsets.push((start + at, micros));
+                    }
                 }
                 self.current.events += 1;
                 self.events_read += 1;
@@ -210,6 +259,11 @@ fn produce(args: &SendArgs, repeat: bool, tx: &mpsc::Sender<(Vec<u8>, u32)>) -> 
         id_key: memmem::Finder::new(b"\"auditID\"").into_owned(),
         progress: None,
         events_read: 0,
+        now: args.now,
+        received_key: memmem::Finder::new(b"\"requestReceivedTimestamp\":\"").into_owned(),
+        stage_key: memmem::Finder::new(b"\"stageTimestamp\":\"").into_owned(),
+        first_time: None,
+        shift: None,
     };
     let inputs: Vec<Input> = args.files.iter().map(|f| Input::from_arg(f)).collect();
     batcher.progress = progress_bar(&inputs);
@@ -234,9 +288,13 @@ fn produce(args: &SendArgs, repeat: bool, tx: &mpsc::Sender<(Vec<u8>, u32)>) -> 
         bail!("the inputs hold no events to send");
     }
     'passes: for pass in 1.. {
+        let shift = match batcher.first_time {
+            Some(first) if args.now => now_micros() - first,
+            _ => 0,
+        };
         for prepared in &kept {
             if tx
-                .blocking_send((prepared.for_pass(pass), prepared.events))
+                .blocking_send((prepared.for_pass(pass, shift), prepared.events))
                 .is_err()
             {
                 break 'passes;

@@ -281,20 +281,23 @@ impl Receiver {
     }
 }
 
-/// 403s of mallory with timestamps of now, sent with `kubetrail send`.
+/// 403s of mallory recorded long ago, sent with `kubetrail send --now` as live traffic.
 fn send_forbidden(server: &Serve, count: usize) {
-    let now = kubetrail_alert::now_micros();
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::SeqCst);
+    let recorded = Timestamp::parse("2026-03-02T08:00:00.000000Z")
+        .unwrap()
+        .as_micros();
     let mut lines = String::new();
     for i in 0..count {
-        let time = kubetrail_alert::rfc3339::format(now + i as i64 * 1000);
-        let id = format!("{:032x}", (now as u128) * 1000 + i as u128);
+        let time = kubetrail_alert::rfc3339::format(recorded + 1 + i as i64 * 1000);
         lines.push_str(&format!(
-            "{{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"{}-{}-{}-{}-{}\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api/v1/secrets\",\"verb\":\"list\",\"user\":{{\"username\":\"mallory\"}},\"sourceIPs\":[\"203.0.113.50\"],\"objectRef\":{{\"resource\":\"secrets\",\"apiVersion\":\"v1\"}},\"responseStatus\":{{\"code\":403}},\"requestReceivedTimestamp\":\"{time}\",\"stageTimestamp\":\"{time}\"}}\n",
-            &id[..8], &id[8..12], &id[12..16], &id[16..20], &id[20..32]
+            "{{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"{call:08x}-0000-4000-8000-{i:012x}\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api/v1/secrets\",\"verb\":\"list\",\"user\":{{\"username\":\"mallory\"}},\"sourceIPs\":[\"203.0.113.50\"],\"objectRef\":{{\"resource\":\"secrets\",\"apiVersion\":\"v1\"}},\"responseStatus\":{{\"code\":403}},\"requestReceivedTimestamp\":\"{time}\",\"stageTimestamp\":\"{time}\"}}\n"
         ));
     }
+    // Recorded in March: only `--now` makes them count in the monitor's current windows.
     let output = run(
-        &["send", "--url", &server.url("/audit"), "-"],
+        &["send", "--now", "--url", &server.url("/audit"), "-"],
         lines.as_bytes(),
     );
     assert!(output.status.success(), "{}", stderr(&output));
