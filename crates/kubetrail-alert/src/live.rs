@@ -44,6 +44,15 @@ struct Notified {
     sent: i64,
 }
 
+/// What an alert tells receivers.
+struct Told<'r> {
+    status: Status,
+    level: Option<Level>,
+    /// When it started firing.
+    since: i64,
+    record: &'r GroupRecord,
+}
+
 /// Saved state of one monitor.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SavedMonitor {
@@ -329,10 +338,12 @@ impl Live {
                 alerts.push(self.alert(
                     &monitor.eval,
                     key,
-                    Status::Firing,
-                    Some(level),
-                    since,
-                    record,
+                    Told {
+                        status: Status::Firing,
+                        level: Some(level),
+                        since,
+                        record,
+                    },
                     at,
                     engine,
                 ));
@@ -361,10 +372,12 @@ impl Live {
                 alerts.push(self.alert(
                     &monitor.eval,
                     key,
-                    Status::Resolved,
-                    None,
-                    notified.since,
-                    &record,
+                    Told {
+                        status: Status::Resolved,
+                        level: None,
+                        since: notified.since,
+                        record: &record,
+                    },
                     at,
                     engine,
                 ));
@@ -403,10 +416,12 @@ impl Live {
                     Some(self.alert(
                         &monitor.eval,
                         key,
-                        Status::Firing,
-                        Some(n.level),
-                        n.since,
-                        record,
+                        Told {
+                            status: Status::Firing,
+                            level: Some(n.level),
+                            since: n.since,
+                            record,
+                        },
                         at,
                         engine,
                     ))
@@ -482,18 +497,20 @@ impl Live {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn alert(
         &self,
         eval: &MonitorEval,
         key: &GroupKey,
-        status: Status,
-        level: Option<Level>,
-        since: i64,
-        record: &GroupRecord,
+        told: Told<'_>,
         at: i64,
         engine: &QueryEngine,
     ) -> Alert {
+        let Told {
+            status,
+            level,
+            since,
+            record,
+        } = told;
         let spec = &eval.spec;
         let group = eval.group_map(key);
         let value = record

@@ -317,19 +317,7 @@ impl Definitions {
 
 /// Reads a file of definitions.
 pub fn load_file(path: &Path) -> Definitions {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, Some(path)),
-        Err(e) => Definitions {
-            problems: vec![Problem {
-                file: Some(path.to_owned()),
-                line: 1,
-                name: None,
-                key: None,
-                message: format!("cannot read: {e}"),
-            }],
-            ..Definitions::default()
-        },
-    }
+    read_path(path, false)
 }
 
 /// Reads definitions from YAML text (`file` names it in problems).
@@ -339,8 +327,12 @@ pub fn parse(text: &str, file: Option<&Path>) -> Definitions {
 
 /// Reads the `monitors:` and `channels:` sections of a serve configuration file.
 pub fn load_serve_config(path: &Path) -> Definitions {
+    read_path(path, true)
+}
+
+fn read_path(path: &Path, sections_only: bool) -> Definitions {
     match std::fs::read_to_string(path) {
-        Ok(text) => read(&text, Some(path), true),
+        Ok(text) => read(&text, Some(path), sections_only),
         Err(e) => Definitions {
             problems: vec![Problem {
                 file: Some(path.to_owned()),
@@ -606,6 +598,28 @@ impl Reader {
         }
     }
 
+    /// The `name:` of a monitor or channel, which later problems are reported under.
+    fn name(&mut self, f: &mut Fields<'_>, what: &str) -> String {
+        let name = match self.string(f.take("name")) {
+            Some((name, l)) => {
+                if !valid_name(&name) {
+                    self.problem(
+                        l,
+                        Some("name"),
+                        format!("{name:?}: use letters, digits, `-`, `_` and `.` (at most 100)"),
+                    );
+                }
+                name
+            }
+            None => {
+                self.problem(f.line, Some("name"), format!("every {what} needs a name"));
+                String::new()
+            }
+        };
+        self.name = Some(name.clone());
+        name
+    }
+
     fn monitor(&mut self, node: &Node) -> Option<MonitorSpec> {
         let merged;
         let node = match self.expand_pack(node) {
@@ -619,23 +633,7 @@ impl Reader {
         let mut f = self.fields(node, "monitor")?;
         let line = f.line;
         let before = self.problems.len();
-        let name = match self.string(f.take("name")) {
-            Some((name, l)) => {
-                if !valid_name(&name) {
-                    self.problem(
-                        l,
-                        Some("name"),
-                        format!("{name:?}: use letters, digits, `-`, `_` and `.` (at most 100)"),
-                    );
-                }
-                name
-            }
-            None => {
-                self.problem(line, Some("name"), "every monitor needs a name".into());
-                String::new()
-            }
-        };
-        self.name = Some(name.clone());
+        let name = self.name(&mut f, "monitor");
         let description = self.string(f.take("description")).unwrap_or_default().0;
         let query_field = f.take("query");
         let query_line = query_field.map_or(line, |(k, _)| k.line);
@@ -1005,23 +1003,7 @@ impl Reader {
         let mut f = self.fields(node, "channel")?;
         let line = f.line;
         let before = self.problems.len();
-        let name = match self.string(f.take("name")) {
-            Some((name, l)) => {
-                if !valid_name(&name) {
-                    self.problem(
-                        l,
-                        Some("name"),
-                        format!("{name:?}: use letters, digits, `-`, `_` and `.`"),
-                    );
-                }
-                name
-            }
-            None => {
-                self.problem(line, Some("name"), "every channel needs a name".into());
-                String::new()
-            }
-        };
-        self.name = Some(name.clone());
+        let name = self.name(&mut f, "channel");
         let kind = match self.string(f.take("type")) {
             Some((t, l)) => {
                 match t.as_str() {
@@ -1238,7 +1220,9 @@ const CHANNEL_KEYS: &[&str] = &[
     "hmac_secret_env",
 ];
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a valid monitor or channel name: letters, digits, `-`, `_` and `.`, at
+/// most 100 (safe as a file name).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && name

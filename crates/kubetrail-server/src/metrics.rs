@@ -463,6 +463,14 @@ struct FilterLabel {
     filter: String,
 }
 
+/// One metric family of the exclusion filters: name, help, type and the value of a filter.
+type ExclusionFamily = (
+    &'static str,
+    &'static str,
+    prometheus_client::metrics::MetricType,
+    fn(&kubetrail_pipeline::Exclusion) -> i64,
+);
+
 /// The cluster's API traffic, the log-based metrics and the exclusion filters.
 fn encode_transforms(
     encoder: &mut DescriptorEncoder,
@@ -561,45 +569,41 @@ fn encode_transforms(
             )?;
         }
     }
-    if !transforms.exclusions.is_empty() {
-        let mut matched = encoder.encode_descriptor(
+    let exclusion_families: [ExclusionFamily; 3] = [
+        (
             "kubetrail_exclusion_matched_events",
             "Events an enabled exclusion filter matched (kept samples included), by filter",
-            None,
             MetricType::Counter,
-        )?;
-        for e in &transforms.exclusions {
-            let label = FilterLabel {
-                filter: e.name.clone(),
-            };
-            ConstCounter::new(e.matched.load(Ordering::Relaxed))
-                .encode(matched.encode_family(&label)?)?;
-        }
-        let mut excluded = encoder.encode_descriptor(
+            |e| e.matched.load(Ordering::Relaxed) as i64,
+        ),
+        (
             "kubetrail_exclusion_dropped_events",
             "Events an exclusion filter dropped, by filter",
-            None,
             MetricType::Counter,
-        )?;
-        for e in &transforms.exclusions {
-            let label = FilterLabel {
-                filter: e.name.clone(),
-            };
-            ConstCounter::new(e.excluded.load(Ordering::Relaxed))
-                .encode(excluded.encode_family(&label)?)?;
-        }
-        let mut enabled = encoder.encode_descriptor(
+            |e| e.excluded.load(Ordering::Relaxed) as i64,
+        ),
+        (
             "kubetrail_exclusion_enabled",
             "1 while an exclusion filter applies",
-            None,
             MetricType::Gauge,
-        )?;
+            |e| i64::from(e.enabled.load(Ordering::Relaxed)),
+        ),
+    ];
+    for (name, help, kind, value) in exclusion_families {
+        if transforms.exclusions.is_empty() {
+            break;
+        }
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
         for e in &transforms.exclusions {
             let label = FilterLabel {
                 filter: e.name.clone(),
             };
-            ConstGauge::new(i64::from(e.enabled.load(Ordering::Relaxed)))
-                .encode(enabled.encode_family(&label)?)?;
+            let encoder = family.encode_family(&label)?;
+            if matches!(kind, MetricType::Counter) {
+                ConstCounter::new(value(e) as u64).encode(encoder)?;
+            } else {
+                ConstGauge::new(value(e)).encode(encoder)?;
+            }
         }
     }
     Ok(())

@@ -431,7 +431,7 @@ async fn create(State(app): State<Arc<App>>, body: Bytes) -> Response {
 async fn remove(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>) -> Response {
     let result = monitors(&app).and_then(|m| {
         let path = m.sources.api_dir.join(format!("{name}.yaml"));
-        if !valid_api_name(&name) || !path.exists() {
+        if !spec::valid_name(&name) || name.starts_with('.') || !path.exists() {
             let defined = m
                 .sources
                 .load()
@@ -461,14 +461,6 @@ async fn remove(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>) -> 
         Ok(json!({"name": name, "deleted": true}))
     });
     crate::api::respond(result)
-}
-
-fn valid_api_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.')
 }
 
 #[derive(Debug, Deserialize)]

@@ -303,20 +303,21 @@ fn send_forbidden(server: &Serve, count: usize) {
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
-fn firing_of(bodies: &[Value]) -> usize {
+/// Mallory's alerts of `status` in webhook bodies.
+fn alerts_of(bodies: &[Value], status: &str) -> usize {
     bodies
         .iter()
         .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["status"] == "firing" && a["labels"]["user"] == "mallory")
+        .filter(|a| a["status"] == status && a["labels"]["user"] == "mallory")
         .count()
 }
 
+fn firing_of(bodies: &[Value]) -> usize {
+    alerts_of(bodies, "firing")
+}
+
 fn resolved_of(bodies: &[Value]) -> usize {
-    bodies
-        .iter()
-        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["status"] == "resolved" && a["labels"]["user"] == "mallory")
-        .count()
+    alerts_of(bodies, "resolved")
 }
 
 /// Live: the receiver gets "firing" within `every` plus the watermark delay (plus the store's
