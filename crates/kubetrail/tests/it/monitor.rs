@@ -194,6 +194,8 @@ struct Receiver {
     port: u16,
     status: Arc<AtomicU16>,
     requests: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Every request's path, answered or not.
+    attempts: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -202,7 +204,8 @@ impl Receiver {
         let port = listener.local_addr().unwrap().port();
         let status = Arc::new(AtomicU16::new(200));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (answer, seen) = (status.clone(), requests.clone());
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let (answer, seen, tried) = (status.clone(), requests.clone(), attempts.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -232,7 +235,13 @@ impl Receiver {
                 if reader.read_exact(&mut body).is_err() {
                     continue;
                 }
-                let code = answer.load(Ordering::SeqCst);
+                tried.lock().unwrap().push(path.clone());
+                // `/reject…` stands for a channel that refuses the request itself (a 4xx).
+                let code = if path.starts_with("/reject") {
+                    400
+                } else {
+                    answer.load(Ordering::SeqCst)
+                };
                 if code == 200 {
                     seen.lock()
                         .unwrap()
@@ -253,6 +262,7 @@ impl Receiver {
             port,
             status,
             requests,
+            attempts,
         }
     }
 
@@ -340,7 +350,8 @@ fn live_monitors_notify_once_across_kill_9_and_outages() {
              \x20 - name: teams\n    type: teams\n    url: http://127.0.0.1:{r}/teams\n\
              \x20 - name: am\n    type: alertmanager\n    url: http://127.0.0.1:{r}/am\n\
              \x20 - name: file\n    type: file\n    path: {file}\n\
-             monitors:\n  - name: forbidden\n    query: 'code:403 | stats count() by user'\n    window: 10s\n    every: 5s\n    alert: '> 5'\n    notify: [hook, pager, slack, teams, am, file]\n",
+             \x20 - name: reject\n    type: webhook\n    url: http://127.0.0.1:{r}/reject\n\
+             monitors:\n  - name: forbidden\n    query: 'code:403 | stats count() by user'\n    window: 10s\n    every: 5s\n    alert: '> 5'\n    notify: [hook, pager, slack, teams, am, file, reject]\n",
             r = receiver.port,
             file = dir.path().join("alerts.jsonl").display()
         ),
@@ -458,6 +469,16 @@ fn live_monitors_notify_once_across_kill_9_and_outages() {
     let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(status["monitors"][0]["name"], "forbidden");
     assert_eq!(status["monitors"][0]["alerts"].as_array().unwrap().len(), 0);
+    // The refusing channel was tried once per notification (firing, resolved), never again.
+    let rejected = receiver
+        .attempts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.starts_with("/reject"))
+        .count();
+    assert_eq!(rejected, 2);
+    assert_eq!(status["failedNotifications"], 2);
     let transitions = std::fs::read_to_string(data.join("monitors/transitions.jsonl")).unwrap();
     assert!(
         transitions.contains("\"state\":\"firing\""),
@@ -653,4 +674,124 @@ fn audit_metrics_and_exclusion_filters_at_runtime() {
 
 fn metrics_sum_total(text: &str, name: &str) -> f64 {
     metric_sum(text, &format!("{name}_total"), &[])
+}
+
+/// Monitors come from a directory read again when a file changes, from SIGHUP, and from the
+/// API (kept in the data directory); a bad file is reported, never fatal.
+#[test]
+fn monitors_reload_from_files_signals_and_the_api() {
+    let dir = TempDir::new("monitor-reload");
+    let monitors = dir.path().join("monitors");
+    std::fs::create_dir_all(&monitors).unwrap();
+    std::fs::write(
+        monitors.join("a.yaml"),
+        "- name: from-file\n  query: 'code:401'\n  alert: '> 5'\n",
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Serve::start(&[
+        "--data",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--monitors",
+        monitors.to_str().unwrap(),
+    ]);
+    let token = std::fs::read_to_string(data_dir.join("api-token")).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let names = || -> (Vec<String>, Vec<String>) {
+        let answer: Value = client
+            .get(server.url("/api/v1/monitors"))
+            .bearer_auth(token.trim())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let names = answer["monitors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect();
+        let problems = answer["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        (names, problems)
+    };
+    let wait_for = |expected: &[&str]| {
+        let started = Instant::now();
+        loop {
+            let (names, problems) = names();
+            if names == expected {
+                return problems;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{names:?} {problems:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for(&["from-file"]);
+    // A new file and a broken one: the new monitor loads, the broken one is reported.
+    std::fs::write(
+        monitors.join("b.yaml"),
+        "- name: second\n  query: 'code:403 | stats count() by user'\n  alert: '> 5'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        monitors.join("c.yaml"),
+        "- name: broken\n  query: 'code:(403'\n",
+    )
+    .unwrap();
+    let problems = wait_for(&["from-file", "second"]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("c.yaml:2: broken: query:")),
+        "{problems:?}"
+    );
+    // Through the API: created, listed, refused when the name belongs to a file, deleted.
+    let post = |body: &str| {
+        client
+            .post(server.url("/api/v1/monitors"))
+            .bearer_auth(token.trim())
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    };
+    let created = post("name: from-api\nquery: 'user:system:anonymous'\nalert: '> 0'\n");
+    assert_eq!(created.status(), 201, "{}", created.text().unwrap());
+    assert!(data_dir.join("monitors/api/from-api.yaml").exists());
+    wait_for(&["from-api", "from-file", "second"]);
+    let conflict = post("name: second\nquery: 'code:500'\nalert: '> 0'\n");
+    assert_eq!(conflict.status(), 409);
+    let bad = post("name: bad\nquery: 'code:500'\nalert: '> 0'\nrecover: '< 1'\n");
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("recover: overlaps"));
+    let deleted = client
+        .delete(server.url("/api/v1/monitors/from-api"))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let refused = client
+        .delete(server.url("/api/v1/monitors/second"))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    wait_for(&["from-file", "second"]);
+    // SIGHUP reads everything again (here: after a change the poll has not seen yet).
+    std::fs::remove_file(monitors.join("b.yaml")).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(&["from-file"]);
+    server.terminate();
 }
