@@ -125,6 +125,9 @@ pub struct MonitorEval {
     /// `new_value`: groups known; `absence`: when each group was last seen.
     seen: HashMap<GroupKey, i64>,
     baseline: HashMap<(GroupKey, u32), VecDeque<f64>>,
+    /// The first stored event's time: a past window of `change` before it has no data,
+    /// which is not zero events.
+    history_since: Option<i64>,
     /// Health.
     pub health: Health,
     /// Whether the value is a duration (µs), for display.
@@ -194,6 +197,7 @@ impl MonitorEval {
             groups: HashMap::new(),
             seen: HashMap::new(),
             baseline: HashMap::new(),
+            history_since: None,
             health: Health::Ok,
             duration_value,
         })
@@ -241,7 +245,10 @@ impl MonitorEval {
                 }
                 self.baseline = learner.baseline;
             }
-            Kind::Threshold | Kind::Change { .. } | Kind::PctChange { .. } => {}
+            Kind::Change { .. } | Kind::PctChange { .. } => {
+                self.history_since = first_event_time(engine)?;
+            }
+            Kind::Threshold => {}
         }
         Ok(())
     }
@@ -335,7 +342,10 @@ impl MonitorEval {
                 }
             }
             Kind::Change { offset } | Kind::PctChange { offset } => {
-                let past = self.window_values(at - spec.window - offset, at - offset);
+                let past_from = at - spec.window - offset;
+                // A past before the first stored event is unknown, not zero: no decision.
+                let known = self.history_since.is_none_or(|first| past_from >= first);
+                let past = self.window_values(past_from, at - offset);
                 let keys: HashSet<&GroupKey> = current.keys().chain(past.keys()).collect();
                 let pct = matches!(spec.kind, Kind::PctChange { .. });
                 for key in keys {
@@ -344,6 +354,7 @@ impl MonitorEval {
                         .map_or(empty_value(func), |p| p.value(func));
                     let then = past.get(key).map_or(empty_value(func), |p| p.value(func));
                     let v = match (now, then) {
+                        _ if !known => None,
                         (Some(n), Some(t)) if pct => Some(if t != 0.0 {
                             (n - t) / t.abs() * 100.0
                         } else if n > 0.0 {
@@ -569,6 +580,23 @@ fn restrict_to(filter: Option<Expr>, ranges: &[(i64, i64)]) -> Result<Expr, Stri
         Some(filter) => Expr::And(vec![filter, within]),
         None => within,
     })
+}
+
+/// The time of the first stored event, if any.
+fn first_event_time(engine: &QueryEngine) -> Result<Option<i64>, String> {
+    let batches = engine
+        .sql(
+            "SELECT CAST(MIN(time) AS TIMESTAMP(6)) AS first FROM events",
+            Vec::new(),
+        )
+        .map_err(|e| e.to_string())?;
+    let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let first = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
+        .map_err(|e| e.to_string())?;
+    let first = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&first);
+    Ok((!arrow::array::Array::is_null(first, 0)).then(|| first.value(0)))
 }
 
 /// Options selecting `[from, to)`.

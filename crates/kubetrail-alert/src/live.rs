@@ -567,7 +567,7 @@ impl Live {
         );
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
         digest.update(spec.name.as_bytes());
-        for part in key {
+        for part in key.iter() {
             digest.update(&[0]);
             digest.update(part.as_bytes());
         }

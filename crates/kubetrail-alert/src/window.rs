@@ -14,8 +14,9 @@ use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use kubetrail_query::{AggFunc, PartialKind};
 use kubetrail_store::LatencyHistogram;
 
-/// The values of a group's `by` fields, in order (empty for a monitor without `by`).
-pub type GroupKey = Vec<String>;
+/// The values of a group's `by` fields, in order (empty for a monitor without `by`); shared,
+/// because every window of every evaluation handles the keys of all its groups.
+pub type GroupKey = std::sync::Arc<[String]>;
 
 /// The partial aggregate of one bucket and group.
 #[derive(Debug, Clone)]

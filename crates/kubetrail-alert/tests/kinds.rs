@@ -111,7 +111,8 @@ fn change_and_pct_change_compare_with_the_same_window_in_the_past() {
         &store,
         "- name: more\n  query: 'verb:list'\n  change: 1d\n  alert: '> 100'\n  recover: '< 20'\n\
          - name: pct\n  query: 'verb:list'\n  pct_change: 1d\n  alert: '> 150'\n\
-         - name: steady\n  query: 'verb:list'\n  change: 1d\n  alert: '> 5'\n  window: 5m\n",
+         - name: steady\n  query: 'verb:list'\n  change: 1d\n  alert: '> 5'\n  window: 5m\n\
+         - name: no-past\n  query: 'verb:list'\n  pct_change: 2d\n  alert: '> 0'\n",
         today + 5 * MINUTE,
         today + HOUR,
     );
