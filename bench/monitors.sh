@@ -53,9 +53,10 @@ settle() { sync; sleep "${SETTLE_SECONDS:-20}"; }
 verdict() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN{ ok = (dir == "min") ? v >= t : v <= t; print ok ? "met" : "NOT met" }'; }
 
 if [[ " $parts " == *" A "* ]]; then
-  send_input="$dir/audit-$events-inject.log"
-  # A tenth of a second of log time per 10,000 events: replayed with --now, about live time.
-  generate_log "$send_input" --inject all --rate 100000
+  send_input="$dir/audit-$events-live.log"
+  # A second of log time per 100,000 events: replayed with --now, about live time. No injected
+  # incidents: they last minutes and would put events far ahead of the wall clock.
+  generate_log "$send_input" --rate 100000
   cat "$send_input" > /dev/null
   live_send() {
     "$bin" send --url "$url/audit" --token "$token" --json --now --duration "${sustain}s" \
