@@ -97,6 +97,9 @@ pub struct MonitorStatus {
     /// True when the watermark has not reached the next window for longer than the window
     /// itself: no data is arriving from the monitored clusters.
     pub no_data: bool,
+    /// How far evaluation lags behind the watermark, µs (0 when it keeps up): more than a
+    /// window or two means the monitors cost more than the machine has.
+    pub behind_micros: i64,
     /// Groups pending or firing.
     pub alerts: Vec<AlertStatus>,
     /// Where it is defined.
@@ -689,7 +692,7 @@ impl Live {
     }
 
     /// Every monitor's status.
-    pub fn status(&self, now: i64) -> Vec<MonitorStatus> {
+    pub fn status(&self, now: i64, watermark: impl Fn(i64) -> Option<i64>) -> Vec<MonitorStatus> {
         self.monitors
             .values()
             .map(|m| {
@@ -717,14 +720,20 @@ impl Live {
                     .collect();
                 alerts.sort_by(|a, b| a.group.cmp(&b.group));
                 let delay = spec.delay.unwrap_or(self.options.delay);
+                let until = match spec.kind {
+                    Kind::Absence { .. } => Some(now - delay),
+                    _ => watermark(delay),
+                };
+                let behind = until.map_or(0, |w| (w - m.eval.next_eval).max(0));
+                let overdue = now - delay - m.eval.next_eval > spec.window.max(300_000_000);
                 MonitorStatus {
                     name: spec.name.clone(),
                     enabled: spec.enabled,
                     query: spec.query_text.clone(),
                     health: m.eval.health.clone(),
                     next_evaluation: m.eval.next_eval,
-                    no_data: spec.enabled
-                        && now - delay - m.eval.next_eval > spec.window.max(300_000_000),
+                    no_data: spec.enabled && overdue && until.is_none_or(|w| w < m.eval.next_eval),
+                    behind_micros: behind,
                     alerts,
                     source: spec.source.file.as_ref().map_or_else(
                         || "api".to_owned(),

@@ -396,8 +396,10 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
     let mut defs = kubetrail_alert::spec::parse(&text, None);
     defs.check_channels();
     again.configure(defs, &store.engine, DAY + 41 * MINUTE);
-    let status = again.status(DAY + 41 * MINUTE);
+    let status = again.status(DAY + 41 * MINUTE, |_| Some(DAY + 41 * MINUTE));
     let muted = status.iter().find(|s| s.name == "muted").unwrap();
     assert_eq!(muted.next_evaluation, DAY + 41 * MINUTE);
+    assert_eq!(muted.behind_micros, 0);
+    assert!(!muted.no_data);
     let _ = std::fs::remove_dir_all(&state);
 }

@@ -110,6 +110,7 @@ pub struct Monitors {
     sources: Sources,
     reload: AtomicBool,
     stop: AtomicBool,
+    stop_delivery: Arc<AtomicBool>,
     delivery: Mutex<Option<Arc<Mutex<DeliveryStats>>>>,
     options: LiveOptions,
 }
@@ -121,6 +122,7 @@ impl Monitors {
             sources,
             reload: AtomicBool::new(true),
             stop: AtomicBool::new(false),
+            stop_delivery: Arc::new(AtomicBool::new(false)),
             delivery: Mutex::new(None),
             options,
         }
@@ -131,9 +133,10 @@ impl Monitors {
         self.reload.store(true, Ordering::Relaxed);
     }
 
-    /// Stops the evaluation thread at its next round.
+    /// Stops the evaluation and delivery threads at their next round.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.stop_delivery.store(true, Ordering::Relaxed);
     }
 
     /// Starts the evaluation thread; notifications are delivered on `runtime`.
@@ -164,6 +167,30 @@ impl Monitors {
             }
         };
         *self.delivery.lock().unwrap_or_else(|e| e.into_inner()) = Some(deliverer.stats.clone());
+        // Delivery on its own thread: a round that takes long (many monitors, a busy store)
+        // never holds up notifications already in the outbox.
+        let delivery = {
+            let runtime = runtime.clone();
+            let stop = self.stop_delivery.clone();
+            std::thread::Builder::new()
+                .name("kubetrail-notify".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        {
+                            let _guard = runtime.enter();
+                            deliverer.poll(now_micros());
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                })
+        };
+        let delivery = match delivery {
+            Ok(thread) => thread,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the notification thread; monitors are off");
+                return;
+            }
+        };
         let mut watermarks = Watermarks::default();
         let mut signature = Vec::new();
         let mut engine: Option<QueryEngine> = None;
@@ -193,7 +220,7 @@ impl Monitors {
                     );
                     live.configure(defs, engine, now);
                     configured = true;
-                    self.publish(&live, now);
+                    self.publish(&live, now, &watermarks);
                 }
                 watermarks.update(&app.ingest, now);
                 let transitions = live.round(engine, |delay| watermarks.get(now, delay), now);
@@ -203,20 +230,17 @@ impl Monitors {
                 if !transitions.is_empty() {
                     app.metrics.monitor_transitions(&transitions);
                 }
-                self.publish(&live, now);
-            }
-            {
-                let _guard = runtime.enter();
-                deliverer.poll(now);
+                self.publish(&live, now_micros(), &watermarks);
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+        let _ = delivery.join();
     }
 
     /// Makes the current status visible to the API.
-    fn publish(&self, live: &Live, now: i64) {
+    fn publish(&self, live: &Live, now: i64, watermarks: &Watermarks) {
         let published = Published {
-            monitors: live.status(now),
+            monitors: live.status(now, |delay| watermarks.get(now, delay)),
             problems: live.problems.clone(),
             failed_notifications: live.outbox().lock().map_or(0, |o| o.failed_count()),
         };

@@ -111,7 +111,13 @@ fn status(args: &StatusArgs) -> Result<Outcome> {
             "error" => format!("error: {}", m["message"].as_str().unwrap_or("")),
             "capped" => format!("capped ({} groups)", m["groups"]),
             other if m["no_data"] == true => format!("{other}, no data"),
-            other => other.to_owned(),
+            other => match m["behind_micros"].as_i64().filter(|b| *b > 0) {
+                Some(behind) => format!(
+                    "{other}, {} behind the watermark",
+                    kubetrail_alert::format_duration(behind / 1_000_000 * 1_000_000)
+                ),
+                None => other.to_owned(),
+            },
         };
         let enabled = if m["enabled"] == false {
             " (disabled)"
