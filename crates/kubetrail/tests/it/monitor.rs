@@ -61,14 +61,27 @@ fn backtests_fire_for_exactly_the_injected_incidents() {
         let start = micros(incident["start"].as_str().unwrap());
         at > start && at <= start + (seconds + 300) * 1_000_000
     };
+    // The values of one group field among transitions, and a truth list, as sets.
+    let values = |ts: &[&Value], field: &str| -> BTreeSet<String> {
+        ts.iter()
+            .map(|t| t["group"][field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let strings = |list: &Value| -> BTreeSet<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
     let forbidden = firing("forbidden-spike");
-    let users: BTreeSet<&str> = forbidden
-        .iter()
-        .map(|t| t["group"]["user"].as_str().unwrap())
-        .collect();
+    let users = values(&forbidden, "user");
     assert_eq!(
         users,
-        BTreeSet::from([incidents["forbidden-spike"]["user"].as_str().unwrap()])
+        BTreeSet::from([incidents["forbidden-spike"]["user"]
+            .as_str()
+            .unwrap()
+            .to_owned()])
     );
     assert!(
         forbidden
@@ -77,17 +90,10 @@ fn backtests_fire_for_exactly_the_injected_incidents() {
     );
 
     let unauthorized = firing("unauthorized-spike");
-    let ips: BTreeSet<&str> = unauthorized
-        .iter()
-        .map(|t| t["group"]["ip"].as_str().unwrap())
-        .collect();
-    let expected: BTreeSet<&str> = incidents["unauthorized-spike"]["sourceIPs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(ips, expected);
+    assert_eq!(
+        values(&unauthorized, "ip"),
+        strings(&incidents["unauthorized-spike"]["sourceIPs"])
+    );
     assert!(
         unauthorized
             .iter()
@@ -95,17 +101,10 @@ fn backtests_fire_for_exactly_the_injected_incidents() {
     );
 
     let anonymous = firing("anonymous-requests");
-    let ips: BTreeSet<&str> = anonymous
-        .iter()
-        .map(|t| t["group"]["ip"].as_str().unwrap())
-        .collect();
-    let expected: BTreeSet<&str> = incidents["anonymous-secrets"]["sourceIPs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(ips, expected);
+    assert_eq!(
+        values(&anonymous, "ip"),
+        strings(&incidents["anonymous-secrets"]["sourceIPs"])
+    );
     assert!(
         anonymous
             .iter()
