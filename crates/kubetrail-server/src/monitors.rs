@@ -167,30 +167,8 @@ impl Monitors {
             }
         };
         *self.delivery.lock().unwrap_or_else(|e| e.into_inner()) = Some(deliverer.stats.clone());
-        // Delivery on its own thread: a round that takes long (many monitors, a busy store)
-        // never holds up notifications already in the outbox.
-        let delivery = {
-            let runtime = runtime.clone();
-            let stop = self.stop_delivery.clone();
-            std::thread::Builder::new()
-                .name("kubetrail-notify".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        {
-                            let _guard = runtime.enter();
-                            deliverer.poll(now_micros());
-                        }
-                        std::thread::sleep(Duration::from_millis(250));
-                    }
-                })
-        };
-        let delivery = match delivery {
-            Ok(thread) => thread,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the notification thread; monitors are off");
-                return;
-            }
-        };
+        let mut deliverer = Some(deliverer);
+        let mut delivery = None;
         let mut watermarks = Watermarks::default();
         let mut signature = Vec::new();
         let mut engine: Option<QueryEngine> = None;
@@ -220,6 +198,17 @@ impl Monitors {
                     );
                     live.configure(defs, engine, now);
                     configured = true;
+                    // Delivery starts once the channels are known: before, the entries a
+                    // previous run left in the outbox would look like they name no channel.
+                    if let Some(deliverer) = deliverer.take() {
+                        match self.start_delivery(deliverer, runtime) {
+                            Ok(thread) => delivery = Some(thread),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot start the notification thread; monitors are off");
+                                return;
+                            }
+                        }
+                    }
                     self.publish(&live, now, &watermarks);
                 }
                 watermarks.update(&app.ingest, now);
@@ -234,7 +223,31 @@ impl Monitors {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        let _ = delivery.join();
+        if let Some(delivery) = delivery {
+            let _ = delivery.join();
+        }
+    }
+
+    /// Delivery on its own thread: a round that takes long (many monitors, a busy store) never
+    /// holds up notifications already in the outbox.
+    fn start_delivery(
+        &self,
+        deliverer: Deliverer,
+        runtime: &tokio::runtime::Handle,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let runtime = runtime.clone();
+        let stop = self.stop_delivery.clone();
+        std::thread::Builder::new()
+            .name("kubetrail-notify".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    {
+                        let _guard = runtime.enter();
+                        deliverer.poll(now_micros());
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
     }
 
     /// Makes the current status visible to the API.
