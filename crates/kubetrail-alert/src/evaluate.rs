@@ -4,7 +4,9 @@
 //! (`monitor test`, up to the end of the range): [`MonitorEval::advance`] fetches the
 //! partials of the buckets it has not read yet in one query, then evaluates every window
 //! that ends at or before the watermark, in order, and reports the transitions. A window
-//! `[t - window, t)` is evaluated at `t`, a multiple of `every` since the epoch.
+//! `[t - window, t)` is evaluated at `t`, a multiple of `every` since the epoch. Live, the
+//! buckets after a monitor's start come from the stream of accepted events instead
+//! ([`crate::stream`], [`MonitorEval::absorb`]); only what precedes it is queried.
 //!
 //! History a monitor needs before its first window — the past window of `change`, the known
 //! groups of `new_value` and `absence`, the seasonal baseline of `anomaly` — is read from the
@@ -15,7 +17,7 @@ use std::sync::Arc;
 
 use kubetrail_query::{
     AggFunc, CompareOp, CompileOptions, DataFusionDialect, Expr, Field, FieldKind, Literal,
-    Partials, Query, QueryLimits, compile_partials,
+    Partials, Pipe, Query, QueryLimits, compile_partials,
 };
 use kubetrail_store::QueryEngine;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::condition::Comparison;
 use crate::spec::{Direction, Kind, MonitorSpec, Seasonality, gcd};
 use crate::state::{Change, Conditions, GroupState, Level};
+use crate::stream::{Drained, FeedSpec};
 use crate::window::{Buckets, GroupKey, Partial, empty_value};
 
 /// A change of a group's state, as `monitor test -o json` prints it.
@@ -118,6 +121,8 @@ pub struct MonitorEval {
     bucket: i64,
     buckets: Buckets,
     fetched_to: i64,
+    /// Buckets from here on come from the live stream ([`crate::stream`]), not the store.
+    stream_from: Option<i64>,
     /// The end of the next window to evaluate (µs).
     pub next_eval: i64,
     /// Groups not in the OK state (and those seen in the last window).
@@ -193,6 +198,7 @@ impl MonitorEval {
             bucket,
             buckets: Buckets::default(),
             fetched_to,
+            stream_from: None,
             next_eval,
             groups: HashMap::new(),
             seen: HashMap::new(),
@@ -253,24 +259,68 @@ impl MonitorEval {
         Ok(())
     }
 
-    /// Reads the buckets up to `to` that were not read yet.
+    /// Reads the buckets up to `to` that were not read yet (those before the stream's cut).
     fn fetch(&mut self, engine: &QueryEngine, to: i64) -> Result<(), String> {
         let to = align_down(to, self.bucket);
         if to <= self.fetched_to {
             return Ok(());
         }
-        let plan = compile_partials(
-            &self.query,
-            &DataFusionDialect,
-            &range(self.fetched_to, to),
-            self.bucket,
-        )
-        .map_err(|e| e.message)?;
-        let batches = engine.query(&plan.sql).map_err(|e| e.to_string())?;
-        self.buckets
-            .add_batches(&batches, plan.group_by.len(), plan.kind)?;
+        let stored_to = self.stream_from.map_or(to, |cut| to.min(cut));
+        if stored_to > self.fetched_to {
+            let plan = compile_partials(
+                &self.query,
+                &DataFusionDialect,
+                &range(self.fetched_to, stored_to),
+                self.bucket,
+            )
+            .map_err(|e| e.message)?;
+            let batches = engine.query(&plan.sql).map_err(|e| e.to_string())?;
+            self.buckets
+                .add_batches(&batches, plan.group_by.len(), plan.kind)?;
+        }
         self.fetched_to = to;
         Ok(())
+    }
+
+    /// What the live stream must compute for this monitor; None when only a query of the
+    /// store can (see [`crate::stream`]).
+    pub fn feed_spec(&self) -> Option<FeedSpec> {
+        let by: Vec<Field> = match self.query.pipes.as_slice() {
+            [Pipe::Stats { by, .. }] => by.clone(),
+            _ => Vec::new(),
+        };
+        FeedSpec::new(
+            &self.query,
+            self.plan.aggregate.func,
+            self.plan.aggregate.field.as_ref(),
+            &by,
+            self.bucket,
+            self.spec.max_groups,
+        )
+    }
+
+    /// From bucket `cut` on, the buckets come from the live stream ([`absorb`](Self::absorb)).
+    pub fn stream_from(&mut self, cut: i64) {
+        self.stream_from = Some(cut);
+    }
+
+    /// Adds partials the live stream accumulated; those of buckets no window to come covers
+    /// are left out. Events of groups the stream left out make the monitor say it is capped.
+    pub fn absorb(&mut self, drained: Drained) {
+        let keep = match self.spec.kind {
+            Kind::Change { offset } | Kind::PctChange { offset } => offset,
+            _ => 0,
+        };
+        let floor = self.next_eval - self.spec.window - keep;
+        for (start, groups) in drained.buckets.range(floor..) {
+            self.buckets.merge_bucket(*start, groups);
+        }
+        if drained.dropped > 0 {
+            tracing::warn!(monitor = %self.spec.name, events = drained.dropped, "too many groups in one bucket: the events of the groups beyond the limit were left out");
+            self.health = Health::Capped {
+                groups: self.spec.max_groups,
+            };
+        }
     }
 
     /// Evaluates every window ending at or before `watermark`; their transitions are added
@@ -584,19 +634,29 @@ fn restrict_to(filter: Option<Expr>, ranges: &[(i64, i64)]) -> Result<Expr, Stri
 
 /// The time of the first stored event, if any.
 fn first_event_time(engine: &QueryEngine) -> Result<Option<i64>, String> {
+    stored_event_time(engine, "MIN")
+}
+
+/// The time of the newest stored event.
+pub fn last_event_time(engine: &QueryEngine) -> Result<Option<i64>, String> {
+    stored_event_time(engine, "MAX")
+}
+
+/// `MIN` or `MAX` of the stored events' times.
+fn stored_event_time(engine: &QueryEngine, func: &str) -> Result<Option<i64>, String> {
     let batches = engine
         .sql(
-            "SELECT CAST(MIN(time) AS TIMESTAMP(6)) AS first FROM events",
+            &format!("SELECT CAST({func}(time) AS TIMESTAMP(6)) AS t FROM events"),
             Vec::new(),
         )
         .map_err(|e| e.to_string())?;
     let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) else {
         return Ok(None);
     };
-    let first = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
+    let time = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
         .map_err(|e| e.to_string())?;
-    let first = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&first);
-    Ok((!arrow::array::Array::is_null(first, 0)).then(|| first.value(0)))
+    let time = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&time);
+    Ok((!arrow::array::Array::is_null(time, 0)).then(|| time.value(0)))
 }
 
 /// Options selecting `[from, to)`.

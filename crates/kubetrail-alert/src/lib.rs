@@ -2,7 +2,8 @@
 //! conditions ([`condition`]), calendars ([`calendar`]), partial aggregates per time bucket
 //! merged into windows ([`window`]), alert state per group ([`state`]) and the evaluation of a
 //! monitor over the store ([`evaluate`]) — the same code live in `serve` ([`live`]) and over
-//! history in `kubetrail monitor test` — and notifications: what each channel receives
+//! history in `kubetrail monitor test`, live fed by the stream of accepted events
+//! ([`stream`]) — and notifications: what each channel receives
 //! ([`notify`]), the durable outbox ([`outbox`]) and its delivery ([`deliver`]).
 //! `docs/monitors.md` is the user's guide.
 
@@ -15,6 +16,7 @@ pub mod notify;
 pub mod outbox;
 pub mod spec;
 pub mod state;
+pub mod stream;
 pub mod template;
 pub mod window;
 

@@ -32,6 +32,7 @@ use crate::notify::{Alert, Notification, Status};
 use crate::outbox::{Outbox, write_atomically};
 use crate::spec::{ChannelKind, ChannelSpec, Definitions, Kind, MonitorSpec};
 use crate::state::{GroupState, Level};
+use crate::stream::Tap;
 use crate::window::GroupKey;
 use crate::{format_duration, format_value, template};
 
@@ -132,6 +133,9 @@ pub struct LiveOptions {
     pub delay: i64,
     /// kubetrail's address for links.
     pub external_url: Option<String>,
+    /// The live stream of accepted events: monitors it can compute are fed from it instead of
+    /// querying the store every round (None: from the store only).
+    pub tap: Option<Arc<Tap>>,
 }
 
 /// The live monitors.
@@ -141,6 +145,8 @@ pub struct Live {
     channels: Arc<Mutex<BTreeMap<String, ChannelSpec>>>,
     outbox: Arc<Mutex<Outbox>>,
     saved: SavedState,
+    /// Whether the tap knows the newest stored event.
+    tap_seeded: bool,
     /// Problems of the definitions in force.
     pub problems: Vec<String>,
 }
@@ -164,6 +170,7 @@ impl Live {
             channels: Arc::new(Mutex::new(BTreeMap::new())),
             outbox: Arc::new(Mutex::new(outbox)),
             saved,
+            tap_seeded: false,
             problems: Vec::new(),
         })
     }
@@ -194,6 +201,7 @@ impl Live {
             .map(|m| (m.name.clone(), Arc::new(m)))
             .collect();
         let names: Vec<String> = self.monitors.keys().cloned().collect();
+        let mut switched = Vec::new();
         for name in names {
             let keep = wanted
                 .get(&name)
@@ -202,6 +210,9 @@ impl Live {
                 let spec = wanted.remove(&name).unwrap_or_else(|| unreachable!());
                 if let Some(m) = self.monitors.get_mut(&name) {
                     // Same evaluation; notification settings may have changed.
+                    if m.eval.spec.enabled != spec.enabled {
+                        switched.push(name.clone());
+                    }
                     m.eval.spec = spec;
                 }
                 continue;
@@ -209,6 +220,21 @@ impl Live {
             if let Some(old) = self.monitors.remove(&name) {
                 self.resolve_all(&old, now);
                 self.saved.monitors.remove(&name);
+            }
+            if let Some(tap) = &self.options.tap {
+                tap.unregister(&name);
+            }
+        }
+        self.seed_tap(engine);
+        // A monitor switched off stops costing ingest; switched on again, it is fed from a
+        // new cut (the store fills the buckets in between).
+        for name in switched {
+            if let Some(mut monitor) = self.monitors.remove(&name) {
+                match &self.options.tap {
+                    Some(tap) if !monitor.eval.spec.enabled => tap.unregister(&name),
+                    _ => self.feed_from_stream(&name, &mut monitor.eval),
+                }
+                self.monitors.insert(name, monitor);
             }
         }
         for (name, spec) in wanted {
@@ -243,9 +269,51 @@ impl Live {
                 }
                 _ => tracing::info!(monitor = %name, "monitor started"),
             }
+            self.feed_from_stream(&name, &mut monitor.eval);
             self.monitors.insert(name, monitor);
         }
         self.save();
+    }
+
+    /// Tells the tap the newest stored event, once: buckets up to it are the store's.
+    fn seed_tap(&mut self, engine: &QueryEngine) {
+        let Some(tap) = &self.options.tap else {
+            return;
+        };
+        if self.tap_seeded {
+            return;
+        }
+        match crate::evaluate::last_event_time(engine) {
+            Ok(newest) => {
+                if let Some(newest) = newest {
+                    tap.stored_up_to(newest);
+                }
+                self.tap_seeded = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the newest stored event; monitors query the store until it can be read");
+            }
+        }
+    }
+
+    /// Feeds `eval` from the live stream when it can be.
+    fn feed_from_stream(&self, name: &str, eval: &mut MonitorEval) {
+        let Some(tap) = self.options.tap.as_ref().filter(|_| self.tap_seeded) else {
+            return;
+        };
+        if !eval.spec.enabled {
+            return;
+        }
+        match eval.feed_spec() {
+            Some(feed) => {
+                let cut = tap.register(name, feed);
+                eval.stream_from(cut);
+                tracing::debug!(monitor = %name, cut = %crate::rfc3339::format(cut.max(0)), "monitor fed by the live stream");
+            }
+            None => {
+                tracing::info!(monitor = %name, "monitor evaluated by querying the store each round (it groups by a list or a JSON path)");
+            }
+        }
     }
 
     /// The names of the monitors in force.
@@ -275,6 +343,9 @@ impl Live {
                     Kind::Absence { .. } => Some(now - delay),
                     _ => watermark(delay),
                 };
+                if let Some(tap) = &self.options.tap {
+                    monitor.eval.absorb(tap.drain(&name));
+                }
                 let before = monitor.eval.next_eval;
                 let mut transitions = Vec::new();
                 if let Some(until) = until {

@@ -134,6 +134,19 @@ impl Buckets {
         Ok(())
     }
 
+    /// Merges `groups` into the bucket starting at `start`.
+    pub fn merge_bucket(&mut self, start: i64, groups: &HashMap<GroupKey, Partial>) {
+        let bucket = self.buckets.entry(start).or_default();
+        for (key, partial) in groups {
+            match bucket.get_mut(key) {
+                Some(p) => p.merge(partial),
+                None => {
+                    bucket.insert(key.clone(), partial.clone());
+                }
+            }
+        }
+    }
+
     /// The merged partials of the buckets starting in `[from, to)`, by group; buckets for
     /// which `counts` says no are left out.
     pub fn window(

@@ -335,6 +335,7 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
         dir: state.clone(),
         delay: 0,
         external_url: None,
+        tap: None,
     })
     .unwrap();
     live.configure(defs, &store.engine, DAY + 5 * MINUTE);
@@ -391,6 +392,7 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
         dir: state.clone(),
         delay: 0,
         external_url: None,
+        tap: None,
     })
     .unwrap();
     let mut defs = kubetrail_alert::spec::parse(&text, None);
@@ -402,4 +404,98 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
     assert_eq!(muted.behind_micros, 0);
     assert!(!muted.no_data);
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// The live stream must compute what the store's query does: the generated traffic of
+/// `tests/data/generated/backtest.log.gz` (200,000 events with incidents) is stored and fed to
+/// the tap at once, then every monitor is evaluated twice over the whole range — once from the
+/// store only, once with every bucket from the stream — and must make the same transitions.
+/// The monitors cover each aggregate, group keys of text, integers, booleans and a list, and
+/// filters the index selects by and those it cannot.
+#[test]
+fn the_live_stream_computes_what_the_store_query_does() {
+    use kubetrail_alert::evaluate::MonitorEval;
+    use kubetrail_alert::stream::Tap;
+    use std::io::Read;
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/generated/backtest.log.gz");
+    let mut log = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_end(&mut log)
+        .unwrap();
+    let defs = parse(
+        "- name: forbidden-by-user\n  query: 'code:403 | stats count() by user'\n  window: 5m\n  alert: '> 20'\n\
+         - name: unauthorized-by-ip\n  query: 'code:401 | stats count() by ip'\n  window: 5m\n  alert: '> 5'\n\
+         - name: anonymous-by-ip\n  query: 'user:system:anonymous stage:ResponseComplete | stats count() by ip'\n  alert: '> 0'\n\
+         - name: p99-by-verb-resource\n  query: 'verb:(get OR list) | stats p99(latency) by verb, resource'\n  alert: '> 200ms'\n\
+         - name: avg-by-kind\n  query: 'stage:ResponseComplete | stats avg(latency) by user_kind'\n  window: 2m\n  alert: '> 20ms'\n\
+         - name: resources-per-user\n  query: '* | stats dc(resource) by user'\n  alert: '> 6'\n\
+         - name: ips-per-human\n  query: 'user_kind:human | stats dc(ip) by user'\n  alert: '> 0'\n\
+         - name: mutations-by-code\n  query: 'mutating:true | stats count() by code'\n  alert: '> 300'\n\
+         - name: slowest-failure\n  query: 'code>=400 | stats max(latency) by mutating'\n  alert: '> 10ms'\n\
+         - name: fastest-human\n  query: '-user:system:* | stats min(latency)'\n  alert: '< 5ms'\n\
+         - name: deletes\n  query: 'verb:delete'\n  alert: '> 10'\n\
+         - name: privileged-text\n  query: '\"privileged\"'\n  alert: '> 0'\n\
+         - name: latency-sum-by-ns\n  query: 'verb:(create OR update OR patch) | stats sum(latency) by ns'\n  alert: '> 2s'\n\
+         - name: new-secret-readers\n  query: 'resource:secrets verb:(get OR list) | stats count() by user'\n  new_value: 30m\n\
+         - name: forbidden-change\n  query: 'code:403'\n  change: 10m\n  alert: '> 10'\n",
+        None,
+    );
+    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+    let specs: Vec<Arc<_>> = defs.monitors.into_iter().map(Arc::new).collect();
+
+    let tap = Tap::new();
+    let mut first = i64::MAX;
+    let mut last = i64::MIN;
+    for spec in &specs {
+        let eval = MonitorEval::new(spec.clone(), 0).unwrap();
+        let feed = eval
+            .feed_spec()
+            .unwrap_or_else(|| panic!("{} is not computed from the stream", spec.name));
+        assert_eq!(tap.register(&spec.name, feed), i64::MIN);
+    }
+    let dir = std::env::temp_dir().join(format!("kubetrail-alert-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let mut writer = EventWriter::open(&dir, WriterOptions::default()).unwrap();
+        let mut decoder = Decoder::new(DecodeOptions::default());
+        let mut out = |d: Decoded<'_>| {
+            if let Decoded::Event(event, _) = d {
+                let time = event.time().unwrap().as_micros();
+                first = first.min(time);
+                last = last.max(time);
+                writer.append_unlogged(&event, "prod", 0).unwrap();
+                tap.add(&event, "prod", time);
+            }
+        };
+        decoder.feed(&log, &mut out);
+        decoder.finish(&mut out);
+        writer.close().unwrap();
+    }
+    let store = Store {
+        engine: QueryEngine::open(&dir).unwrap(),
+        dir,
+    };
+    let (from, to) = (first + 10 * MINUTE, last);
+    let mut compared = 0;
+    for spec in &specs {
+        let evaluate = |streamed: bool| {
+            let mut eval = MonitorEval::new(spec.clone(), from).unwrap();
+            eval.warm_up(&store.engine).unwrap();
+            if streamed {
+                eval.stream_from(i64::MIN);
+                eval.absorb(tap.drain(&spec.name));
+            }
+            let mut transitions = Vec::new();
+            eval.advance(&store.engine, to, &mut transitions);
+            transitions
+        };
+        let queried = evaluate(false);
+        let streamed = evaluate(true);
+        assert_eq!(streamed, queried, "{}", spec.name);
+        compared += queried.len();
+        assert!(!queried.is_empty(), "{} never changed state", spec.name);
+    }
+    assert!(compared > 100, "{compared} transitions");
 }

@@ -63,6 +63,21 @@ pub struct IngestOptions {
     pub decode: DecodeOptions,
     /// The size limit of the event quarantine, in bytes.
     pub quarantine_max_bytes: u64,
+    /// Sees every event the store accepts (live monitors).
+    pub tap: Option<Arc<dyn EventTap>>,
+}
+
+/// A consumer of the live stream: it sees every event the store accepts, once — after the
+/// transforms and deduplication, in the writer's order, on the writer thread (so it must be
+/// quick) — with the time the store files it under. What it sees is what a query of the store
+/// will find once the event is durable, without reading it back: live monitors keep their
+/// aggregates from it instead of querying the store every round.
+pub trait EventTap: Send + Sync + std::fmt::Debug {
+    /// `event`, from `cluster`, was accepted; `time_micros` is its stored time.
+    fn accepted(&self, event: &kubetrail_event::AuditEvent<'_>, cluster: &str, time_micros: i64);
+    /// Events up to `time_micros` were accepted without the tap seeing them (replayed from the
+    /// write-ahead log when the store opened).
+    fn accepted_before(&self, time_micros: i64);
 }
 
 impl IngestOptions {
@@ -87,6 +102,7 @@ impl IngestOptions {
                 ..DecodeOptions::default()
             },
             quarantine_max_bytes: 256 << 20,
+            tap: None,
         }
     }
 }
@@ -213,6 +229,7 @@ impl Batch {
         &self,
         writer: &mut EventWriter,
         decode: &DecodeOptions,
+        tap: Option<&dyn EventTap>,
     ) -> Result<(BatchOutcome, Vec<Quarantined>), StoreError> {
         let mut outcome = BatchOutcome::default();
         let mut bad = Vec::new();
@@ -230,7 +247,14 @@ impl Batch {
                             writer.append(&event, &self.cluster, self.ingest_micros)
                         };
                         match appended {
-                            Ok(Appended::Accepted) => outcome.accepted += 1,
+                            Ok(Appended::Accepted) => {
+                                outcome.accepted += 1;
+                                if let Some(tap) = tap {
+                                    let time =
+                                        event.time().map_or(self.ingest_micros, |t| t.as_micros());
+                                    tap.accepted(&event, &self.cluster, time);
+                                }
+                            }
                             Ok(Appended::Duplicate) => outcome.duplicates += 1,
                             Err(e) => failure = Some(e),
                         }
@@ -457,6 +481,7 @@ impl IngestThread {
     pub fn start(options: IngestOptions) -> Result<IngestThread, StoreError> {
         let writer = EventWriter::open(&options.data_dir, options.writer.clone())?;
         log_recovery(&writer);
+        tell_tap_replayed(&options, &writer);
         let quarantine = Quarantine::open(&options.data_dir, options.quarantine_max_bytes)?;
         let stats = Arc::new(IngestStats::default());
         stats.healthy.store(true, Ordering::Relaxed);
@@ -679,7 +704,12 @@ impl WriterLoop {
                     .and_then(|e| e.clone())
                     .unwrap_or_default(),
             )),
-            Some(writer) => append_group(writer, &group, &self.options.decode),
+            Some(writer) => append_group(
+                writer,
+                &group,
+                &self.options.decode,
+                self.options.tap.as_deref(),
+            ),
         };
         self.stats.queued_events.fetch_sub(events, Ordering::AcqRel);
         match (result, self.writer.as_mut()) {
@@ -787,6 +817,7 @@ impl WriterLoop {
         match EventWriter::open(&self.options.data_dir, self.options.writer.clone()) {
             Ok(writer) => {
                 log_recovery(&writer);
+                tell_tap_replayed(&self.options, &writer);
                 tracing::info!("the store accepts events again");
                 if let Ok(mut w) = self.stats.writer.lock() {
                     *w = Some(writer.stats());
@@ -800,6 +831,14 @@ impl WriterLoop {
                 }
             }
         }
+    }
+}
+
+/// The events the store replayed from its write-ahead log on opening were accepted without the
+/// tap seeing them.
+fn tell_tap_replayed(options: &IngestOptions, writer: &EventWriter) {
+    if let (Some(tap), Some(newest)) = (&options.tap, writer.newest_accepted()) {
+        tap.accepted_before(newest);
     }
 }
 
@@ -849,6 +888,7 @@ fn append_group(
     writer: &mut EventWriter,
     group: &[Queued],
     decode: &DecodeOptions,
+    tap: Option<&dyn EventTap>,
 ) -> Result<Vec<(BatchOutcome, Vec<Quarantined>)>, StoreError> {
     group
         .iter()
@@ -856,7 +896,7 @@ fn append_group(
             // A bug that panics on some input must cost that batch, not the ingest thread and
             // every source behind it: the batch is quarantined whole, to be replayed once fixed.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                queued.batch.append_to(writer, decode)
+                queued.batch.append_to(writer, decode, tap)
             }))
             .unwrap_or_else(|panic| Ok(queued.batch.panicked(panic.as_ref())))
         })

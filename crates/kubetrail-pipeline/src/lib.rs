@@ -16,6 +16,7 @@ pub mod tail;
 pub mod transform;
 
 pub use ingest::{
-    Batch, BatchOutcome, BatchSource, Ingest, IngestError, IngestOptions, IngestStats, IngestThread,
+    Batch, BatchOutcome, BatchSource, EventTap, Ingest, IngestError, IngestOptions, IngestStats,
+    IngestThread,
 };
 pub use transform::{Exclusion, Transforms, Verdict};

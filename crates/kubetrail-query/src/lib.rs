@@ -24,7 +24,7 @@ pub use error::QueryError;
 pub use fields::{FIELDS, Field, FieldDef, FieldKind, JsonColumn, parse_duration_micros};
 pub use lexer::CompareOp;
 pub use limits::QueryLimits;
-pub use matcher::{Matcher, field_value, wildcard_match};
+pub use matcher::{Matcher, Value, field_value, value_of, wildcard_match};
 pub use parser::{parse, parse_with};
 pub use sql::{
     CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, PartialKind,

@@ -51,9 +51,35 @@ impl Matcher {
 pub fn field_value(field: &Field, event: &AuditEvent<'_>, cluster: &str) -> String {
     let context = Context { event, cluster };
     match context.value(field) {
+        FieldValue::One(value) => value.into_owned(),
         FieldValue::Text(values) => values.join(","),
         FieldValue::Int(n) => n.map(|n| n.to_string()).unwrap_or_default(),
         FieldValue::Bool(b) => b.to_string(),
+    }
+}
+
+/// A field's value in one event, as [`field_value`] reads it but without copying: what a
+/// group key or an index of filters is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'v> {
+    /// A text field (`""` when absent, as stored).
+    Text(Cow<'v, str>),
+    /// The elements of a list field.
+    List(Vec<Cow<'v, str>>),
+    /// An integer, a duration (µs) or a time (µs); None when absent (stored as NULL).
+    Int(Option<i64>),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// The value of `field` in `event` (received from `cluster`).
+pub fn value_of<'v>(field: &Field, event: &'v AuditEvent<'_>, cluster: &'v str) -> Value<'v> {
+    let context = Context { event, cluster };
+    match context.value(field) {
+        FieldValue::One(value) => Value::Text(value),
+        FieldValue::Text(values) => Value::List(values),
+        FieldValue::Int(n) => Value::Int(n),
+        FieldValue::Bool(b) => Value::Bool(b),
     }
 }
 
@@ -62,14 +88,30 @@ struct Context<'e, 'a> {
     cluster: &'e str,
 }
 
-/// A value of a field, as compared and matched.
+/// A value of a field, as compared and matched. Text borrows from the event where it can:
+/// every event of the ingest path goes through the exclusion filters, the log-based metrics and
+/// the live monitors' filters, so reading a field must not allocate.
 enum FieldValue<'v> {
+    /// A text field.
+    One(Cow<'v, str>),
+    /// A list field (its elements).
     Text(Vec<Cow<'v, str>>),
     Int(Option<i64>),
     Bool(bool),
 }
 
-impl Context<'_, '_> {
+impl<'v> FieldValue<'v> {
+    /// The text values (one for a text field, the elements of a list); none for numbers.
+    fn texts(&self) -> &[Cow<'v, str>] {
+        match self {
+            FieldValue::One(one) => std::slice::from_ref(one),
+            FieldValue::Text(values) => values,
+            FieldValue::Int(_) | FieldValue::Bool(_) => &[],
+        }
+    }
+}
+
+impl<'e> Context<'e, '_> {
     fn eval(&self, expr: &Expr) -> bool {
         match expr {
             Expr::And(all) => all.iter().all(|e| self.eval(e)),
@@ -84,22 +126,20 @@ impl Context<'_, '_> {
                 };
                 body.is_some_and(|b| contains_ignore_ascii_case(b.as_str(), text))
             }
-            Expr::In { field, values } => match self.value(field) {
-                FieldValue::Text(found) => found.iter().any(|v| values.contains(v)),
-                FieldValue::Int(_) | FieldValue::Bool(_) => false,
-            },
+            Expr::In { field, values } => {
+                self.value(field).texts().iter().any(|v| values.contains(v))
+            }
             Expr::Exists(field) => match self.value(field) {
-                FieldValue::Text(values) => values.iter().any(|v| !v.is_empty()),
                 FieldValue::Int(v) => v.is_some(),
                 FieldValue::Bool(_) => true,
+                text => text.texts().iter().any(|v| !v.is_empty()),
             },
-            Expr::Match { field, pattern } => match self.value(field) {
-                FieldValue::Text(values) => values.iter().any(|v| match pattern {
+            Expr::Match { field, pattern } => {
+                self.value(field).texts().iter().any(|v| match pattern {
                     Pattern::Exact(p) => v == p,
                     Pattern::Wildcard(p) => wildcard_match(p, v),
-                }),
-                FieldValue::Int(_) | FieldValue::Bool(_) => false,
-            },
+                })
+            }
             Expr::Compare { field, op, value } => {
                 let ordering = match (self.value(field), value) {
                     (
@@ -107,9 +147,10 @@ impl Context<'_, '_> {
                         Literal::Int(x) | Literal::Duration(x) | Literal::Time(x),
                     ) => Some(v.cmp(x)),
                     (FieldValue::Bool(v), Literal::Bool(x)) => Some(v.cmp(x)),
-                    (FieldValue::Text(values), Literal::Text(x)) => {
+                    (values @ (FieldValue::One(_) | FieldValue::Text(_)), Literal::Text(x)) => {
                         // Any element satisfying the comparison is a match, as for lists in SQL.
                         return values
+                            .texts()
                             .iter()
                             .any(|v| compare(v.as_ref().cmp(x.as_str()), *op));
                     }
@@ -120,14 +161,12 @@ impl Context<'_, '_> {
         }
     }
 
-    fn value(&self, field: &Field) -> FieldValue<'_> {
-        let e = self.event;
+    fn value(&self, field: &Field) -> FieldValue<'e> {
+        let e: &'e AuditEvent<'_> = self.event;
         let d = &e.derived;
-        let text = |s: &str| FieldValue::Text(vec![Cow::Owned(s.to_owned())]);
-        let object = |f: fn(&kubetrail_event::ObjectReference<'_>) -> String| {
-            FieldValue::Text(vec![Cow::Owned(
-                e.object_ref.as_ref().map(f).unwrap_or_default(),
-            )])
+        let text = |s: &'e str| FieldValue::One(Cow::Borrowed(s));
+        let object = |f: for<'o> fn(&'o kubetrail_event::ObjectReference<'_>) -> &'o str| {
+            FieldValue::One(Cow::Borrowed(e.object_ref.as_ref().map_or("", f)))
         };
         match field {
             Field::Json { column, path } => self.json_values(*column, path),
@@ -154,11 +193,12 @@ impl Context<'_, '_> {
                         .map_or("", |u| u.username.as_ref()),
                 ),
                 "effective_user" => text(&d.effective_user),
-                "service_account" => text(
-                    &d.service_account
+                "service_account" => FieldValue::One(
+                    d.service_account
                         .as_ref()
-                        .map(|(ns, name)| format!("{ns}:{name}"))
-                        .unwrap_or_default(),
+                        .map_or(Cow::Borrowed(""), |(ns, name)| {
+                            Cow::Owned(format!("{ns}:{name}"))
+                        }),
                 ),
                 "source_ips" => FieldValue::Text(
                     e.source_ips
@@ -167,15 +207,15 @@ impl Context<'_, '_> {
                         .collect(),
                 ),
                 "user_agent" => text(e.user_agent.as_deref().unwrap_or("")),
-                "client" => text(&d.client.to_string()),
-                "api_group" => object(|r| r.api_group.to_string()),
-                "api_version" => object(|r| r.api_version.to_string()),
-                "resource" => object(|r| r.resource.to_string()),
-                "subresource" => object(|r| r.subresource.to_string()),
+                "client" => FieldValue::One(Cow::Owned(d.client.to_string())),
+                "api_group" => object(|r| r.api_group.as_ref()),
+                "api_version" => object(|r| r.api_version.as_ref()),
+                "resource" => object(|r| r.resource.as_ref()),
+                "subresource" => object(|r| r.subresource.as_ref()),
                 "resource_key" => text(d.resource_key.as_deref().unwrap_or("")),
-                "namespace" => object(|r| r.namespace.to_string()),
-                "name" => object(|r| r.name.to_string()),
-                "object_uid" => object(|r| r.uid.to_string()),
+                "namespace" => object(|r| r.namespace.as_ref()),
+                "name" => object(|r| r.name.as_ref()),
+                "object_uid" => object(|r| r.uid.as_ref()),
                 "request_uri" => text(&e.request_uri),
                 "path" => text(&d.path),
                 "code" => FieldValue::Int(e.code().map(i64::from)),
@@ -197,7 +237,7 @@ impl Context<'_, '_> {
         }
     }
 
-    fn json_values(&self, column: JsonColumn, path: &[String]) -> FieldValue<'_> {
+    fn json_values(&self, column: JsonColumn, path: &[String]) -> FieldValue<'e> {
         let body = match column {
             JsonColumn::Annotations => {
                 let key = path.first().map(String::as_str).unwrap_or_default();

@@ -199,7 +199,10 @@ impl Server {
             keep_skipped_input: true,
             ..DecodeOptions::default()
         };
+        // Live monitors are fed from the events the store accepts (kubetrail_alert::stream).
+        let monitor_tap = kubetrail_alert::stream::Tap::new();
         let mut ingest_options = IngestOptions::new(data.clone());
+        ingest_options.tap = Some(monitor_tap.clone() as Arc<dyn kubetrail_pipeline::EventTap>);
         ingest_options.decode = decode.clone();
         ingest_options.quarantine_max_bytes = units::parse_size(&config.quarantine.max_size)
             .map_err(|e| value_error("quarantine.maxSize", e))?;
@@ -294,6 +297,7 @@ impl Server {
                 delay: units::parse_duration_flag(&config.monitoring.delay)
                     .map_err(|e| value_error("monitoring.delay", e))?,
                 external_url: config.monitoring.external_url.clone(),
+                tap: Some(monitor_tap),
             },
         ));
         let metrics = metrics::Metrics::new(

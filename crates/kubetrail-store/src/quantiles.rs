@@ -161,7 +161,8 @@ fn bucket(value: i64) -> u32 {
 }
 
 impl Histogram {
-    fn add(&mut self, value: i64) {
+    /// Adds one value.
+    pub fn record(&mut self, value: i64) {
         if self.total == 0 {
             self.min = value;
             self.max = value;
@@ -311,7 +312,7 @@ fn fold(
         DataType::Int64 => {
             let values = input.as_primitive::<Int64Type>();
             for row in (0..input.len()).filter(|&row| included(row)) {
-                histograms[group_of(row)].add(values.value(row));
+                histograms[group_of(row)].record(values.value(row));
             }
         }
         other => {
@@ -455,7 +456,7 @@ mod tests {
         sorted.sort_unstable();
         let mut histogram = Histogram::default();
         for &v in &values {
-            histogram.add(v);
+            histogram.record(v);
         }
         for q in QUANTILES {
             let exact = sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1] as f64;
@@ -475,7 +476,7 @@ mod tests {
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         let mut histogram = Histogram::default();
         for &v in &values {
-            histogram.add(v);
+            histogram.record(v);
         }
         for n in [1, 20, 100, 10_000] {
             let bound = histogram.top_bound(n).unwrap();
@@ -496,11 +497,11 @@ mod tests {
         let mut left = Histogram::default();
         let mut right = Histogram::default();
         for v in [3, 5_000, 70, 1, 12_000_000, 800, 800, 42] {
-            whole.add(v);
+            whole.record(v);
             if v % 2 == 0 {
-                left.add(v);
+                left.record(v);
             } else {
-                right.add(v);
+                right.record(v);
             }
         }
         let mut merged = Histogram::decode(&left.encode()).unwrap();

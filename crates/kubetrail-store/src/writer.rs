@@ -218,6 +218,9 @@ pub struct EventWriter {
     pending_since: Option<Instant>,
     /// The newest event time of each cluster among the pending rows.
     pending_newest: BTreeMap<String, i64>,
+    /// The newest time of every event accepted since the store was opened (replayed ones
+    /// included).
+    newest_accepted: Option<i64>,
     /// Hand-offs sent to the segment thread so far.
     handoffs: u64,
     wal: Wal,
@@ -288,6 +291,7 @@ impl EventWriter {
             batch_sizes: None,
             pending_since: None,
             pending_newest: BTreeMap::new(),
+            newest_accepted: None,
             handoffs: 0,
             wal,
             jobs: Some(jobs),
@@ -338,6 +342,13 @@ impl EventWriter {
         &self.recovery
     }
 
+    /// The newest event time accepted since the store was opened (events replayed from the
+    /// write-ahead log included): a live consumer that starts watching accepted events now has
+    /// seen none at or before it.
+    pub fn newest_accepted(&self) -> Option<i64> {
+        self.newest_accepted
+    }
+
     /// Counters, shared: keep the `Arc` to read them while the writer works.
     pub fn stats(&self) -> Arc<WriterStats> {
         self.shared.stats.clone()
@@ -372,6 +383,7 @@ impl EventWriter {
                 None => EventBatchBuilder::default(),
             })
             .append(event, cluster, time);
+        self.newest_accepted = Some(self.newest_accepted.map_or(time, |t| t.max(time)));
         match self.pending_newest.get_mut(cluster) {
             Some(newest) => *newest = (*newest).max(time),
             None => {
