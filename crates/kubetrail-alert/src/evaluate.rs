@@ -79,6 +79,17 @@ pub struct GroupRecord {
     pub threshold: Option<f64>,
 }
 
+impl GroupRecord {
+    /// A group with nothing to report.
+    pub fn ok() -> GroupRecord {
+        GroupRecord {
+            state: GroupState::Ok,
+            value: None,
+            threshold: None,
+        }
+    }
+}
+
 /// What a window says about one group.
 #[derive(Debug, Clone, Copy)]
 struct Reading {

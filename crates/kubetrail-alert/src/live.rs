@@ -31,7 +31,7 @@ use crate::evaluate::{GroupRecord, Health, MonitorEval, Transition};
 use crate::notify::{Alert, Notification, Status};
 use crate::outbox::{Outbox, write_atomically};
 use crate::spec::{ChannelKind, ChannelSpec, Definitions, Kind, MonitorSpec};
-use crate::state::{GroupState, Level};
+use crate::state::{Change, GroupState, Level};
 use crate::stream::Tap;
 use crate::window::GroupKey;
 use crate::{format_duration, format_value, template};
@@ -54,6 +54,61 @@ struct Told<'r> {
     record: &'r GroupRecord,
 }
 
+/// Why a monitor cannot be evaluated: its groups are in the NoData or Error state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Unevaluated {
+    /// The ingest watermark has stayed behind the next window for longer than `no_data_after`.
+    NoData {
+        since: i64,
+        #[serde(default)]
+        notified: bool,
+    },
+    /// Querying the store has failed for [`ERROR_AFTER`].
+    Error {
+        since: i64,
+        message: String,
+        #[serde(default)]
+        notified: bool,
+    },
+}
+
+impl Unevaluated {
+    fn name(&self) -> &'static str {
+        match self {
+            Unevaluated::NoData { .. } => "no_data",
+            Unevaluated::Error { .. } => "error",
+        }
+    }
+
+    fn since(&self) -> i64 {
+        match self {
+            Unevaluated::NoData { since, .. } | Unevaluated::Error { since, .. } => *since,
+        }
+    }
+
+    fn notified(&self) -> bool {
+        match self {
+            Unevaluated::NoData { notified, .. } | Unevaluated::Error { notified, .. } => *notified,
+        }
+    }
+
+    fn change(&self) -> Change {
+        match self {
+            Unevaluated::NoData { .. } => Change::NoData,
+            Unevaluated::Error { .. } => Change::Error,
+        }
+    }
+}
+
+/// How long queries must fail before a monitor's groups go to the Error state: one failed
+/// round (a compaction replacing files under a query) is retried quietly.
+const ERROR_AFTER: i64 = 60_000_000;
+
+/// Without `no_data_after`, the watermark may stay behind a monitor's next window for its
+/// window, and at least this long, before the groups go to NoData.
+const NO_DATA_AFTER: i64 = 300_000_000;
+
 /// Saved state of one monitor.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SavedMonitor {
@@ -63,6 +118,8 @@ struct SavedMonitor {
     seen: Vec<(GroupKey, i64)>,
     notified: Vec<(GroupKey, Notified)>,
     am_refreshed: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unevaluated: Option<Unevaluated>,
 }
 
 /// The state file.
@@ -78,6 +135,10 @@ struct LiveMonitor {
     am_refreshed: i64,
     /// When the monitor last evaluated a window (µs, wall clock).
     last_evaluated: Option<i64>,
+    /// Set while it cannot be evaluated (its groups are in NoData or Error).
+    unevaluated: Option<Unevaluated>,
+    /// Since when its queries have been failing (wall clock).
+    failing_since: Option<i64>,
 }
 
 /// One monitor's status, for `monitor status` and the API.
@@ -95,8 +156,9 @@ pub struct MonitorStatus {
     /// The next window's end.
     #[serde(with = "crate::rfc3339")]
     pub next_evaluation: i64,
-    /// True when the watermark has not reached the next window for longer than the window
-    /// itself: no data is arriving from the monitored clusters.
+    /// True while its groups are in the NoData state: the watermark has not reached the next
+    /// window for longer than `no_data_after` (no data is arriving from the monitored
+    /// clusters, or ingest is stuck).
     pub no_data: bool,
     /// How far evaluation lags behind the watermark, µs (0 when it keeps up): more than a
     /// window or two means the monitors cost more than the machine has.
@@ -252,6 +314,8 @@ impl Live {
                 notified: HashMap::new(),
                 am_refreshed: 0,
                 last_evaluated: None,
+                unevaluated: None,
+                failing_since: None,
             };
             if let Err(e) = monitor.eval.warm_up(engine) {
                 monitor.eval.health = Health::Error { message: e };
@@ -265,6 +329,7 @@ impl Live {
                     );
                     monitor.notified = saved.notified.iter().cloned().collect();
                     monitor.am_refreshed = saved.am_refreshed;
+                    monitor.unevaluated = saved.unevaluated.clone();
                     tracing::info!(monitor = %name, "monitor resumed from its saved state");
                 }
                 _ => tracing::info!(monitor = %name, "monitor started"),
@@ -355,6 +420,7 @@ impl Live {
                     monitor.last_evaluated = Some(now);
                     changed = true;
                 }
+                changed |= self.check_evaluable(&mut monitor, until, now, &mut transitions);
                 if !transitions.is_empty() {
                     self.record(&transitions);
                 }
@@ -367,6 +433,184 @@ impl Live {
             self.save();
         }
         all
+    }
+
+    /// Moves the monitor's groups to NoData or Error, or back to their own state, as the
+    /// watermark (`until`) and its queries allow; true when something changed.
+    fn check_evaluable(
+        &mut self,
+        monitor: &mut LiveMonitor,
+        until: Option<i64>,
+        now: i64,
+        out: &mut Vec<Transition>,
+    ) -> bool {
+        let spec = monitor.eval.spec.clone();
+        let next = monitor.eval.next_eval;
+        let wanted = if let Health::Error { message } = &monitor.eval.health {
+            let since = *monitor.failing_since.get_or_insert(now);
+            (now - since >= ERROR_AFTER).then(|| Unevaluated::Error {
+                since,
+                message: message.clone(),
+                notified: false,
+            })
+        } else {
+            monitor.failing_since = None;
+            let delay = spec.delay.unwrap_or(self.options.delay);
+            let allowed = spec
+                .no_data_after
+                .unwrap_or_else(|| spec.window.max(NO_DATA_AFTER));
+            let behind = until.is_none_or(|w| w < next);
+            (behind && now - delay - next > allowed).then_some(Unevaluated::NoData {
+                since: next + allowed,
+                notified: false,
+            })
+        };
+        let same = match (&monitor.unevaluated, &wanted) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.name() == b.name(),
+            _ => false,
+        };
+        if same {
+            return false;
+        }
+        let muted = !spec.mute.is_empty() && spec.mute.contains(now);
+        if let Some(old) = monitor.unevaluated.take() {
+            // Back to the groups' own states; receivers keep what they were told of them.
+            for (key, record) in &monitor.eval.groups {
+                let change = match record.state {
+                    GroupState::Pending { .. } => Change::Pending,
+                    GroupState::Firing { .. } => Change::Firing,
+                    GroupState::Ok => Change::Ok,
+                };
+                out.push(self.unevaluated_transition(
+                    &monitor.eval,
+                    Some(key),
+                    change,
+                    now,
+                    record,
+                ));
+            }
+            if monitor.eval.groups.is_empty() {
+                out.push(self.unevaluated_transition(
+                    &monitor.eval,
+                    None,
+                    Change::Ok,
+                    now,
+                    &GroupRecord::ok(),
+                ));
+            }
+            if old.notified() {
+                self.notify_unevaluated(&spec, &old, Status::Resolved, now);
+            }
+        }
+        if let Some(mut new) = wanted {
+            tracing::warn!(monitor = %spec.name, state = new.name(), "monitor cannot be evaluated");
+            for (key, record) in &monitor.eval.groups {
+                out.push(self.unevaluated_transition(
+                    &monitor.eval,
+                    Some(key),
+                    new.change(),
+                    now,
+                    record,
+                ));
+            }
+            if monitor.eval.groups.is_empty() {
+                out.push(self.unevaluated_transition(
+                    &monitor.eval,
+                    None,
+                    new.change(),
+                    now,
+                    &GroupRecord::ok(),
+                ));
+            }
+            if !muted && self.notify_unevaluated(&spec, &new, Status::Firing, now) {
+                match &mut new {
+                    Unevaluated::NoData { notified, .. } | Unevaluated::Error { notified, .. } => {
+                        *notified = true;
+                    }
+                }
+            }
+            monitor.unevaluated = Some(new);
+        }
+        true
+    }
+
+    fn unevaluated_transition(
+        &self,
+        eval: &MonitorEval,
+        key: Option<&GroupKey>,
+        state: Change,
+        now: i64,
+        record: &GroupRecord,
+    ) -> Transition {
+        Transition {
+            monitor: eval.spec.name.clone(),
+            group: key.map(|k| eval.group_map(k)).unwrap_or_default(),
+            state,
+            level: record.state.firing(),
+            at: now,
+            value: record.value,
+            threshold: record.threshold,
+        }
+    }
+
+    /// Queues the message that the monitor cannot be evaluated (firing), or can again
+    /// (resolved): one alert of its own, whatever its groups.
+    fn notify_unevaluated(
+        &self,
+        spec: &MonitorSpec,
+        unevaluated: &Unevaluated,
+        status: Status,
+        now: i64,
+    ) -> bool {
+        let since = unevaluated.since();
+        let state = unevaluated.name();
+        let (title, message) = match unevaluated {
+            Unevaluated::NoData { .. } => (
+                format!("{}: no data", spec.name),
+                format!(
+                    "no events have passed the ingest watermark since {}: the monitored clusters stopped sending, or ingest is stuck; windows are evaluated again when data comes back",
+                    crate::rfc3339::format(since)
+                ),
+            ),
+            Unevaluated::Error { message, .. } => (
+                format!("{}: cannot be evaluated", spec.name),
+                format!(
+                    "querying the store has failed since {}: {message}",
+                    crate::rfc3339::format(since)
+                ),
+            ),
+        };
+        let alert = Alert {
+            group: BTreeMap::from([("state".to_owned(), state.to_owned())]),
+            status,
+            level: None,
+            severity: spec.severity.name().to_owned(),
+            value: "-".to_owned(),
+            threshold: None,
+            title,
+            message,
+            starts_at: since,
+            ends_at: (status == Status::Resolved).then(|| crate::rfc3339::format(now)),
+            key: format!("{}/{state}", spec.name),
+            samples: Vec::new(),
+            link: self.link(spec, &BTreeMap::new(), since - spec.window, now),
+        };
+        let notification = Notification {
+            id: format!(
+                "{}-{state}-{}-{}",
+                spec.name,
+                since / 1_000_000,
+                status.name()
+            ),
+            monitor: spec.name.clone(),
+            description: spec.description.clone(),
+            query: spec.query_text.clone(),
+            at: now,
+            alerts: vec![alert],
+            external_url: self.options.external_url.clone(),
+        };
+        self.enqueue(&notification, &spec.notify)
     }
 
     fn record(&self, transitions: &[Transition]) {
@@ -700,10 +944,13 @@ impl Live {
     }
 
     fn resolve_all(&mut self, monitor: &LiveMonitor, now: i64) {
+        let spec = &monitor.eval.spec;
+        if let Some(unevaluated) = monitor.unevaluated.as_ref().filter(|u| u.notified()) {
+            self.notify_unevaluated(spec, unevaluated, Status::Resolved, now);
+        }
         if monitor.notified.is_empty() {
             return;
         }
-        let spec = &monitor.eval.spec;
         let alerts: Vec<Alert> = monitor
             .notified
             .iter()
@@ -747,6 +994,7 @@ impl Live {
                         .map(|(k, n)| (k.clone(), n.clone()))
                         .collect(),
                     am_refreshed: m.am_refreshed,
+                    unevaluated: m.unevaluated.clone(),
                 },
             );
         }
@@ -789,6 +1037,20 @@ impl Live {
                         })
                     })
                     .collect();
+                if let Some(unevaluated) = &m.unevaluated {
+                    for alert in &mut alerts {
+                        alert.state = unevaluated.name().to_owned();
+                    }
+                    if alerts.is_empty() {
+                        alerts.push(AlertStatus {
+                            group: BTreeMap::new(),
+                            state: unevaluated.name().to_owned(),
+                            level: None,
+                            since: unevaluated.since(),
+                            value: None,
+                        });
+                    }
+                }
                 alerts.sort_by(|a, b| a.group.cmp(&b.group));
                 let delay = spec.delay.unwrap_or(self.options.delay);
                 let until = match spec.kind {
@@ -796,14 +1058,13 @@ impl Live {
                     _ => watermark(delay),
                 };
                 let behind = until.map_or(0, |w| (w - m.eval.next_eval).max(0));
-                let overdue = now - delay - m.eval.next_eval > spec.window.max(300_000_000);
                 MonitorStatus {
                     name: spec.name.clone(),
                     enabled: spec.enabled,
                     query: spec.query_text.clone(),
                     health: m.eval.health.clone(),
                     next_evaluation: m.eval.next_eval,
-                    no_data: spec.enabled && overdue && until.is_none_or(|w| w < m.eval.next_eval),
+                    no_data: matches!(m.unevaluated, Some(Unevaluated::NoData { .. })),
                     behind_micros: behind,
                     alerts,
                     source: spec.source.file.as_ref().map_or_else(

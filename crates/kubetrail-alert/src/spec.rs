@@ -148,6 +148,9 @@ pub struct MonitorSpec {
     pub renotify: i64,
     /// How long after a window's end the window is evaluated, µs: waits for late events.
     pub delay: Option<i64>,
+    /// How long the ingest watermark may stay behind the next window before the monitor's
+    /// groups go to the NoData state, µs (None: the window, at least 5 minutes).
+    pub no_data_after: Option<i64>,
     /// Only evaluated inside these intervals (none: always).
     pub active: Calendar,
     /// Notifications held inside these intervals.
@@ -723,6 +726,7 @@ impl Reader {
         };
         let renotify = self.duration(f.take("renotify"), 60_000_000).unwrap_or(0);
         let delay = self.duration(f.take("delay"), 0);
+        let no_data_after = self.duration(f.take("no_data_after"), 1_000_000);
         let active = self.calendar(f.take("active"));
         let mute = self.calendar(f.take("mute"));
         let window_given = window.is_some();
@@ -816,6 +820,7 @@ impl Reader {
             max_groups,
             renotify,
             delay,
+            no_data_after,
             active,
             mute,
             source: Source {
@@ -1198,6 +1203,7 @@ pub const MONITOR_KEYS: &[&str] = &[
     "max_groups",
     "renotify",
     "delay",
+    "no_data_after",
     "active",
     "mute",
     "change",

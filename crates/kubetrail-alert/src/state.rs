@@ -59,6 +59,13 @@ pub enum Change {
     Resolved,
     /// Left Pending without firing.
     Ok,
+    /// Cannot be evaluated: the ingest watermark has stayed behind the next window for longer
+    /// than `no_data_after` (the monitored clusters stopped sending, or ingest is stuck). Not
+    /// the same as zero events, which are evaluated. When data comes back the group returns to
+    /// the state it had (its transition is that state's).
+    NoData,
+    /// Cannot be evaluated: querying the store has failed for a minute.
+    Error,
 }
 
 /// A monitor's conditions.

@@ -499,3 +499,109 @@ fn the_live_stream_computes_what_the_store_query_does() {
     }
     assert!(compared > 100, "{compared} transitions");
 }
+
+/// NoData and Error are states of their own: when the watermark stays behind the next window
+/// for longer than `no_data_after`, the groups go to NoData (a firing group is not resolved,
+/// receivers are told once that the monitor has no data) and come back to their own state when
+/// data does; when the store's queries fail for a minute, the groups go to Error.
+#[test]
+fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
+    let mut requests = steady(DAY, DAY + HOUR, 2, "alice", "prod");
+    requests.extend(
+        steady(DAY + 10 * MINUTE, DAY + 30 * MINUTE, 20, "mallory", "prod")
+            .into_iter()
+            .map(|(at, user, cluster, _)| (at, user, cluster, 403)),
+    );
+    let store = store("nodata", &requests);
+    let state = std::env::temp_dir().join(format!(
+        "kubetrail-alert-nodata-state-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&state);
+    let text = format!(
+        "monitors:\n\
+         - name: forbidden\n  query: 'code:403 | stats count() by user'\n  window: 2m\n  every: 1m\n  alert: '> 10'\n  no_data_after: 3m\n  notify: [log]\n\
+         channels:\n  - name: log\n    type: file\n    path: {}\n",
+        state.join("alerts.jsonl").display()
+    );
+    let mut defs = kubetrail_alert::spec::parse(&text, None);
+    defs.check_channels();
+    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+    let mut live = Live::open(LiveOptions {
+        dir: state.clone(),
+        delay: 0,
+        external_url: None,
+        tap: None,
+    })
+    .unwrap();
+    live.configure(defs, &store.engine, DAY + 5 * MINUTE);
+    let mut transitions = Vec::new();
+    let group_state = |live: &Live, now: i64| {
+        live.status(now, |_| None)[0]
+            .alerts
+            .iter()
+            .map(|a| a.state.clone())
+            .collect::<Vec<_>>()
+    };
+    // Mallory fires at 00:11; the watermark then stops at 00:12 while the clock goes on.
+    for minute in 5..=20 {
+        let now = DAY + minute * MINUTE;
+        let watermark = (now).min(DAY + 12 * MINUTE);
+        transitions.extend(live.round(&store.engine, |_| Some(watermark), now));
+        if minute == 16 {
+            assert_eq!(
+                group_state(&live, now),
+                ["firing"],
+                "3 minutes behind is allowed"
+            );
+        }
+    }
+    assert_eq!(group_state(&live, DAY + 20 * MINUTE), ["no_data"]);
+    let changes: Vec<(i64, Change)> = transitions.iter().map(|t| (t.at, t.state)).collect();
+    assert_eq!(
+        changes,
+        vec![
+            (DAY + 11 * MINUTE, Change::Firing),
+            (DAY + 17 * MINUTE, Change::NoData)
+        ]
+    );
+    assert_eq!(transitions[1].group["user"], "mallory");
+    let no_data = queued(&state);
+    assert_eq!(no_data.len(), 2, "{no_data:?}");
+    // Data comes back: the windows are evaluated, mallory is still firing (never resolved).
+    transitions.clear();
+    for minute in 21..=25 {
+        let now = DAY + minute * MINUTE;
+        transitions.extend(live.round(&store.engine, |_| Some(now), now));
+    }
+    let changes: Vec<(i64, Change)> = transitions.iter().map(|t| (t.at, t.state)).collect();
+    assert_eq!(changes, vec![(DAY + 21 * MINUTE, Change::Firing)]);
+    assert_eq!(group_state(&live, DAY + 25 * MINUTE), ["firing"]);
+    let told: Vec<Vec<String>> = queued(&state).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        told,
+        [["firing"], ["firing"], ["resolved"]],
+        "no data told, then over"
+    );
+    // A segment of the store is damaged: after a minute of failed queries the group is in
+    // Error.
+    let day = std::fs::read_dir(store.dir.join("events"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(day.join("damaged.parquet"), b"not parquet").unwrap();
+    transitions.clear();
+    for minute in 26..=29 {
+        let now = DAY + minute * MINUTE;
+        transitions.extend(live.round(&store.engine, |_| Some(now), now));
+    }
+    assert_eq!(
+        group_state(&live, DAY + 29 * MINUTE),
+        ["error"],
+        "{transitions:?}"
+    );
+    assert!(transitions.iter().any(|t| t.state == Change::Error));
+    let _ = std::fs::remove_dir_all(&state);
+}

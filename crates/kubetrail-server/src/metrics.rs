@@ -199,6 +199,8 @@ impl Metrics {
                 Change::Firing => "firing",
                 Change::Resolved => "resolved",
                 Change::Ok => "ok",
+                Change::NoData => "no_data",
+                Change::Error => "error",
             };
             self.monitor_transitions
                 .get_or_create(&MonitorState {
