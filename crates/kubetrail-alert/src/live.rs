@@ -476,53 +476,19 @@ impl Live {
         let muted = !spec.mute.is_empty() && spec.mute.contains(now);
         if let Some(old) = monitor.unevaluated.take() {
             // Back to the groups' own states; receivers keep what they were told of them.
-            for (key, record) in &monitor.eval.groups {
-                let change = match record.state {
-                    GroupState::Pending { .. } => Change::Pending,
-                    GroupState::Firing { .. } => Change::Firing,
-                    GroupState::Ok => Change::Ok,
-                };
-                out.push(self.unevaluated_transition(
-                    &monitor.eval,
-                    Some(key),
-                    change,
-                    now,
-                    record,
-                ));
-            }
-            if monitor.eval.groups.is_empty() {
-                out.push(self.unevaluated_transition(
-                    &monitor.eval,
-                    None,
-                    Change::Ok,
-                    now,
-                    &GroupRecord::ok(),
-                ));
-            }
+            self.group_transitions(&monitor.eval, now, out, |state| match state {
+                GroupState::Pending { .. } => Change::Pending,
+                GroupState::Firing { .. } => Change::Firing,
+                GroupState::Ok => Change::Ok,
+            });
             if old.notified() {
                 self.notify_unevaluated(&spec, &old, Status::Resolved, now);
             }
         }
         if let Some(mut new) = wanted {
             tracing::warn!(monitor = %spec.name, state = new.name(), "monitor cannot be evaluated");
-            for (key, record) in &monitor.eval.groups {
-                out.push(self.unevaluated_transition(
-                    &monitor.eval,
-                    Some(key),
-                    new.change(),
-                    now,
-                    record,
-                ));
-            }
-            if monitor.eval.groups.is_empty() {
-                out.push(self.unevaluated_transition(
-                    &monitor.eval,
-                    None,
-                    new.change(),
-                    now,
-                    &GroupRecord::ok(),
-                ));
-            }
+            let change = new.change();
+            self.group_transitions(&monitor.eval, now, out, |_| change);
             if !muted && self.notify_unevaluated(&spec, &new, Status::Firing, now) {
                 match &mut new {
                     Unevaluated::NoData { notified, .. } | Unevaluated::Error { notified, .. } => {
@@ -535,22 +501,36 @@ impl Live {
         true
     }
 
-    fn unevaluated_transition(
+    /// A transition to `change(state)` for each group pending or firing, or for the monitor
+    /// itself (an empty group) when none is.
+    fn group_transitions(
         &self,
         eval: &MonitorEval,
-        key: Option<&GroupKey>,
-        state: Change,
         now: i64,
-        record: &GroupRecord,
-    ) -> Transition {
-        Transition {
-            monitor: eval.spec.name.clone(),
-            group: key.map(|k| eval.group_map(k)).unwrap_or_default(),
-            state,
-            level: record.state.firing(),
-            at: now,
-            value: record.value,
-            threshold: record.threshold,
+        out: &mut Vec<Transition>,
+        change: impl Fn(&GroupState) -> Change,
+    ) {
+        let ok = GroupRecord::ok();
+        let empty: GroupKey = Vec::new().into();
+        let groups: Vec<(&GroupKey, &GroupRecord)> = if eval.groups.is_empty() {
+            vec![(&empty, &ok)]
+        } else {
+            eval.groups.iter().collect()
+        };
+        for (key, record) in groups {
+            out.push(Transition {
+                monitor: eval.spec.name.clone(),
+                group: if key.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    eval.group_map(key)
+                },
+                state: change(&record.state),
+                level: record.state.firing(),
+                at: now,
+                value: record.value,
+                threshold: record.threshold,
+            });
         }
     }
 

@@ -182,31 +182,36 @@ impl Index {
             match &feed.spec.selector {
                 None => index.always.push(i),
                 Some(Selector::Text(field, values)) => {
-                    let map = match index.text.iter().position(|(f, _)| f == field) {
-                        Some(at) => &mut index.text[at].1,
-                        None => {
-                            index.text.push((field.clone(), HashMap::new()));
-                            &mut index.text.last_mut().unwrap_or_else(|| unreachable!()).1
-                        }
-                    };
+                    let map = values_of(&mut index.text, field);
                     for value in values {
                         map.entry(value.clone()).or_default().push(i);
                     }
                 }
                 Some(Selector::Int(field, n)) => {
-                    let map = match index.ints.iter().position(|(f, _)| f == field) {
-                        Some(at) => &mut index.ints[at].1,
-                        None => {
-                            index.ints.push((field.clone(), HashMap::new()));
-                            &mut index.ints.last_mut().unwrap_or_else(|| unreachable!()).1
-                        }
-                    };
-                    map.entry(*n).or_default().push(i);
+                    values_of(&mut index.ints, field)
+                        .entry(*n)
+                        .or_default()
+                        .push(i);
                 }
             }
         }
         index
     }
+}
+
+/// The map of `field`'s values to feeds in `fields`, added when missing.
+fn values_of<'i, K>(
+    fields: &'i mut Vec<(Field, HashMap<K, Vec<usize>>)>,
+    field: &Field,
+) -> &'i mut HashMap<K, Vec<usize>> {
+    let at = match fields.iter().position(|(f, _)| f == field) {
+        Some(at) => at,
+        None => {
+            fields.push((field.clone(), HashMap::new()));
+            fields.len() - 1
+        }
+    };
+    &mut fields[at].1
 }
 
 #[derive(Debug, Default)]

@@ -279,6 +279,34 @@ fn anomalies_are_judged_against_a_seasonal_baseline_from_history() {
     );
 }
 
+/// Alice's steady traffic for an hour from `DAY`, and Mallory refused (403) 20 times a minute
+/// from 00:10 to `until`.
+fn mallory_refused(name: &str, until: i64) -> Store {
+    let mut requests = steady(DAY, DAY + HOUR, 2, "alice", "prod");
+    requests.extend(
+        steady(DAY + 10 * MINUTE, until, 20, "mallory", "prod")
+            .into_iter()
+            .map(|(at, user, cluster, _)| (at, user, cluster, 403)),
+    );
+    store(name, &requests)
+}
+
+/// Live monitors defined by `text`, their state in `state`, started at `now`.
+fn start_live(state: &std::path::Path, text: &str, store: &Store, now: i64) -> Live {
+    let mut defs = kubetrail_alert::spec::parse(text, None);
+    defs.check_channels();
+    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
+    let mut live = Live::open(LiveOptions {
+        dir: state.to_owned(),
+        delay: 0,
+        external_url: None,
+        tap: None,
+    })
+    .unwrap();
+    live.configure(defs, &store.engine, now);
+    live
+}
+
 /// Notifications queued in the outbox so far: (status, monitor) of each alert, by notification.
 fn queued(dir: &std::path::Path) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
@@ -308,13 +336,7 @@ fn queued(dir: &std::path::Path) -> Vec<(String, Vec<String>)> {
 #[test]
 fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
     // Mallory is refused 20 times a minute from 00:10 to 00:18.
-    let mut requests = steady(DAY, DAY + HOUR, 2, "alice", "prod");
-    requests.extend(
-        steady(DAY + 10 * MINUTE, DAY + 18 * MINUTE, 20, "mallory", "prod")
-            .into_iter()
-            .map(|(at, user, cluster, _)| (at, user, cluster, 403)),
-    );
-    let store = store("mute", &requests);
+    let store = mallory_refused("mute", DAY + 18 * MINUTE);
     let state = std::env::temp_dir().join(format!("kubetrail-alert-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let text = format!(
@@ -328,17 +350,7 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
         kubetrail_alert::rfc3339::format(DAY + 40 * MINUTE),
         state.join("alerts.jsonl").display()
     );
-    let mut defs = kubetrail_alert::spec::parse(&text, None);
-    defs.check_channels();
-    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
-    let mut live = Live::open(LiveOptions {
-        dir: state.clone(),
-        delay: 0,
-        external_url: None,
-        tap: None,
-    })
-    .unwrap();
-    live.configure(defs, &store.engine, DAY + 5 * MINUTE);
+    let mut live = start_live(&state, &text, &store, DAY + 5 * MINUTE);
     let mut transitions = Vec::new();
     let mut held_until_mute_end = true;
     for minute in 5..=40 {
@@ -388,16 +400,7 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
     );
     // The state survives a restart: a new Live resumes where this one stopped.
     drop(live);
-    let mut again = Live::open(LiveOptions {
-        dir: state.clone(),
-        delay: 0,
-        external_url: None,
-        tap: None,
-    })
-    .unwrap();
-    let mut defs = kubetrail_alert::spec::parse(&text, None);
-    defs.check_channels();
-    again.configure(defs, &store.engine, DAY + 41 * MINUTE);
+    let again = start_live(&state, &text, &store, DAY + 41 * MINUTE);
     let status = again.status(DAY + 41 * MINUTE, |_| Some(DAY + 41 * MINUTE));
     let muted = status.iter().find(|s| s.name == "muted").unwrap();
     assert_eq!(muted.next_evaluation, DAY + 41 * MINUTE);
@@ -506,13 +509,7 @@ fn the_live_stream_computes_what_the_store_query_does() {
 /// data does; when the store's queries fail for a minute, the groups go to Error.
 #[test]
 fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
-    let mut requests = steady(DAY, DAY + HOUR, 2, "alice", "prod");
-    requests.extend(
-        steady(DAY + 10 * MINUTE, DAY + 30 * MINUTE, 20, "mallory", "prod")
-            .into_iter()
-            .map(|(at, user, cluster, _)| (at, user, cluster, 403)),
-    );
-    let store = store("nodata", &requests);
+    let store = mallory_refused("nodata", DAY + 30 * MINUTE);
     let state = std::env::temp_dir().join(format!(
         "kubetrail-alert-nodata-state-{}",
         std::process::id()
@@ -524,17 +521,7 @@ fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
          channels:\n  - name: log\n    type: file\n    path: {}\n",
         state.join("alerts.jsonl").display()
     );
-    let mut defs = kubetrail_alert::spec::parse(&text, None);
-    defs.check_channels();
-    assert!(defs.problems.is_empty(), "{:?}", defs.problems);
-    let mut live = Live::open(LiveOptions {
-        dir: state.clone(),
-        delay: 0,
-        external_url: None,
-        tap: None,
-    })
-    .unwrap();
-    live.configure(defs, &store.engine, DAY + 5 * MINUTE);
+    let mut live = start_live(&state, &text, &store, DAY + 5 * MINUTE);
     let mut transitions = Vec::new();
     let group_state = |live: &Live, now: i64| {
         live.status(now, |_| None)[0]
