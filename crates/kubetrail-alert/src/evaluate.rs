@@ -310,6 +310,18 @@ impl MonitorEval {
         )
     }
 
+    /// Whether the next window (and the past it compares with) comes wholly from the live
+    /// stream: it can be evaluated as soon as events are accepted, without waiting for the
+    /// store to commit them.
+    pub fn streamed(&self) -> bool {
+        let keep = match self.spec.kind {
+            Kind::Change { offset } | Kind::PctChange { offset } => offset,
+            _ => 0,
+        };
+        self.stream_from
+            .is_some_and(|cut| self.next_eval - self.spec.window - keep >= cut)
+    }
+
     /// From bucket `cut` on, the buckets come from the live stream ([`absorb`](Self::absorb)).
     pub fn stream_from(&mut self, cut: i64) {
         self.stream_from = Some(cut);

@@ -237,6 +237,11 @@ impl Live {
         })
     }
 
+    /// The live stream's tap, if monitors are fed by it.
+    pub fn tap(&self) -> Option<&Arc<Tap>> {
+        self.options.tap.as_ref()
+    }
+
     /// The outbox, shared with the deliverer.
     pub fn outbox(&self) -> Arc<Mutex<Outbox>> {
         self.outbox.clone()
@@ -386,13 +391,15 @@ impl Live {
         self.monitors.keys().cloned().collect()
     }
 
-    /// One round: evaluates what the watermark allows, notifies, saves. `watermark(delay)`
-    /// gives the event time up to which windows are complete for a monitor waiting `delay`;
-    /// absence monitors use the wall clock instead (their clusters may have gone quiet).
+    /// One round: evaluates what the watermark allows, notifies, saves. `watermark(delay,
+    /// streamed)` gives the event time up to which windows are complete for a monitor waiting
+    /// `delay` — of the accepted events for a monitor fed by the stream (`streamed`), of the
+    /// committed ones for a monitor that queries the store; absence monitors use the wall clock
+    /// instead (their clusters may have gone quiet).
     pub fn round(
         &mut self,
         engine: &QueryEngine,
-        watermark: impl Fn(i64) -> Option<i64>,
+        watermark: impl Fn(i64, bool) -> Option<i64>,
         now: i64,
     ) -> Vec<Transition> {
         let mut all = Vec::new();
@@ -404,13 +411,13 @@ impl Live {
             };
             if monitor.eval.spec.enabled {
                 let delay = monitor.eval.spec.delay.unwrap_or(self.options.delay);
-                let until = match monitor.eval.spec.kind {
-                    Kind::Absence { .. } => Some(now - delay),
-                    _ => watermark(delay),
-                };
                 if let Some(tap) = &self.options.tap {
                     monitor.eval.absorb(tap.drain(&name));
                 }
+                let until = match monitor.eval.spec.kind {
+                    Kind::Absence { .. } => Some(now - delay),
+                    _ => watermark(delay, monitor.eval.streamed()),
+                };
                 let before = monitor.eval.next_eval;
                 let mut transitions = Vec::new();
                 if let Some(until) = until {
@@ -991,7 +998,11 @@ impl Live {
     }
 
     /// Every monitor's status.
-    pub fn status(&self, now: i64, watermark: impl Fn(i64) -> Option<i64>) -> Vec<MonitorStatus> {
+    pub fn status(
+        &self,
+        now: i64,
+        watermark: impl Fn(i64, bool) -> Option<i64>,
+    ) -> Vec<MonitorStatus> {
         self.monitors
             .values()
             .map(|m| {
@@ -1035,7 +1046,7 @@ impl Live {
                 let delay = spec.delay.unwrap_or(self.options.delay);
                 let until = match spec.kind {
                     Kind::Absence { .. } => Some(now - delay),
-                    _ => watermark(delay),
+                    _ => watermark(delay, m.eval.streamed()),
                 };
                 let behind = until.map_or(0, |w| (w - m.eval.next_eval).max(0));
                 MonitorStatus {

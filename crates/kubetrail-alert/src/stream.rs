@@ -218,6 +218,8 @@ fn values_of<'i, K>(
 struct Inner {
     /// The newest event time accepted or stored so far (None: nothing yet).
     newest: Option<i64>,
+    /// The newest event time accepted from each cluster since the start.
+    accepted: HashMap<String, i64>,
     feeds: Vec<Feed>,
     index: Index,
     candidates: Vec<usize>,
@@ -277,6 +279,17 @@ impl Tap {
         }
     }
 
+    /// The newest event time accepted from each cluster: the watermark of monitors fed by the
+    /// stream, which need not wait for the store to commit.
+    pub fn accepted(&self) -> Vec<(String, i64)> {
+        let inner = self.lock();
+        inner
+            .accepted
+            .iter()
+            .map(|(c, t)| (c.clone(), *t))
+            .collect()
+    }
+
     /// Takes what accumulated for `name` since the last call.
     pub fn drain(&self, name: &str) -> Drained {
         let (buckets, dropped) = {
@@ -308,6 +321,12 @@ impl Tap {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.newest = Some(inner.newest.map_or(time, |t| t.max(time)));
+        match inner.accepted.get_mut(cluster) {
+            Some(newest) => *newest = (*newest).max(time),
+            None => {
+                inner.accepted.insert(cluster.to_owned(), time);
+            }
+        }
         if inner.feeds.is_empty() {
             return;
         }

@@ -355,7 +355,7 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
     let mut held_until_mute_end = true;
     for minute in 5..=40 {
         let now = DAY + minute * MINUTE;
-        transitions.extend(live.round(&store.engine, |delay| Some(now - delay), now));
+        transitions.extend(live.round(&store.engine, |delay, _| Some(now - delay), now));
         if minute < 14 {
             held_until_mute_end &= queued(&state).is_empty();
         }
@@ -401,7 +401,7 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
     // The state survives a restart: a new Live resumes where this one stopped.
     drop(live);
     let again = start_live(&state, &text, &store, DAY + 41 * MINUTE);
-    let status = again.status(DAY + 41 * MINUTE, |_| Some(DAY + 41 * MINUTE));
+    let status = again.status(DAY + 41 * MINUTE, |_, _| Some(DAY + 41 * MINUTE));
     let muted = status.iter().find(|s| s.name == "muted").unwrap();
     assert_eq!(muted.next_evaluation, DAY + 41 * MINUTE);
     assert_eq!(muted.behind_micros, 0);
@@ -524,7 +524,7 @@ fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
     let mut live = start_live(&state, &text, &store, DAY + 5 * MINUTE);
     let mut transitions = Vec::new();
     let group_state = |live: &Live, now: i64| {
-        live.status(now, |_| None)[0]
+        live.status(now, |_, _| None)[0]
             .alerts
             .iter()
             .map(|a| a.state.clone())
@@ -534,7 +534,7 @@ fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
     for minute in 5..=20 {
         let now = DAY + minute * MINUTE;
         let watermark = (now).min(DAY + 12 * MINUTE);
-        transitions.extend(live.round(&store.engine, |_| Some(watermark), now));
+        transitions.extend(live.round(&store.engine, |_, _| Some(watermark), now));
         if minute == 16 {
             assert_eq!(
                 group_state(&live, now),
@@ -559,7 +559,7 @@ fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
     transitions.clear();
     for minute in 21..=25 {
         let now = DAY + minute * MINUTE;
-        transitions.extend(live.round(&store.engine, |_| Some(now), now));
+        transitions.extend(live.round(&store.engine, |_, _| Some(now), now));
     }
     let changes: Vec<(i64, Change)> = transitions.iter().map(|t| (t.at, t.state)).collect();
     assert_eq!(changes, vec![(DAY + 21 * MINUTE, Change::Firing)]);
@@ -582,7 +582,7 @@ fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
     transitions.clear();
     for minute in 26..=29 {
         let now = DAY + minute * MINUTE;
-        transitions.extend(live.round(&store.engine, |_| Some(now), now));
+        transitions.extend(live.round(&store.engine, |_, _| Some(now), now));
     }
     assert_eq!(
         group_state(&live, DAY + 29 * MINUTE),

@@ -4,14 +4,17 @@
 //! of notifications, the event-time watermark, and the `/api/v1/monitors` routes.
 //!
 //! The watermark: for each cluster, the newest event time in committed segments (the store
-//! tracks it per hand-off, so what it covers is queryable). Clusters that sent nothing for
+//! tracks it per hand-off, so what it covers is queryable) for monitors that query the store,
+//! and the newest event time the store accepted (the tap tracks it) for monitors fed by the
+//! live stream, which have every accepted event already and need not wait for the store's
+//! flush. Clusters that sent nothing for
 //! [`STALE_AFTER`] are left out — an absence monitor's business, not a reason to hold every
 //! other monitor — and the watermark of the rest is the oldest of theirs, minus the delay.
-//! When every received event is queryable (nothing waits for the store) the pipeline is idle
+//! When every received event is queryable (for the stream: accepted) the pipeline is idle
 //! and the wall clock minus the delay is the watermark: a window after the last event is
 //! complete once the delay has passed, so a burst that ends is evaluated, and its alert
 //! resolves, without waiting for the next event. With no live cluster at all there is no
-//! watermark: monitors wait, and say they have no data.
+//! watermark: monitors wait, and after `no_data_after` their groups are in NoData.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use axum::routing::{MethodRouter, get};
 use kubetrail_alert::deliver::{Deliverer, DeliveryStats};
 use kubetrail_alert::live::{Live, LiveOptions, MonitorStatus};
 use kubetrail_alert::spec::{self, Definitions};
+use kubetrail_alert::stream::Tap;
 use kubetrail_alert::{now_micros, outbox::write_atomically};
 use kubetrail_pipeline::Ingest;
 use kubetrail_store::QueryEngine;
@@ -211,8 +215,12 @@ impl Monitors {
                     }
                     self.publish(&live, now, &watermarks);
                 }
-                watermarks.update(&app.ingest, now);
-                let transitions = live.round(engine, |delay| watermarks.get(now, delay), now);
+                watermarks.update(&app.ingest, live.tap().map(|t| t.as_ref()), now);
+                let transitions = live.round(
+                    engine,
+                    |delay, streamed| watermarks.get(now, delay, streamed),
+                    now,
+                );
                 for t in &transitions {
                     tracing::info!(monitor = %t.monitor, group = ?t.group, state = ?t.state, level = ?t.level, value = ?t.value, "monitor transition");
                 }
@@ -253,7 +261,7 @@ impl Monitors {
     /// Makes the current status visible to the API.
     fn publish(&self, live: &Live, now: i64, watermarks: &Watermarks) {
         let published = Published {
-            monitors: live.status(now, |delay| watermarks.get(now, delay)),
+            monitors: live.status(now, |delay, streamed| watermarks.get(now, delay, streamed)),
             problems: live.problems.clone(),
             failed_notifications: live.outbox().lock().map_or(0, |o| o.failed_count()),
         };
@@ -293,12 +301,17 @@ impl Monitors {
     }
 }
 
-/// The newest stored event time of each cluster, and when it last moved (wall clock).
+/// The newest event time of each cluster, and when it last moved (wall clock): stored (in
+/// committed segments: what a query of the store sees) and accepted (what the monitors fed by
+/// the live stream have seen).
 #[derive(Debug, Default)]
 struct Watermarks {
-    clusters: BTreeMap<String, (i64, i64)>,
+    stored: BTreeMap<String, (i64, i64)>,
+    accepted: BTreeMap<String, (i64, i64)>,
     /// Every received event is queryable.
     idle: bool,
+    /// No batch waits for the ingest thread.
+    drained: bool,
 }
 
 impl Watermarks {
@@ -320,15 +333,19 @@ impl Watermarks {
             let newest =
                 arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(&newest);
             for i in 0..batch.num_rows() {
-                self.clusters
+                self.stored
                     .insert(clusters.value(i).to_owned(), (newest.value(i), i64::MIN));
             }
         }
     }
 
-    fn update(&mut self, ingest: &Ingest, now: i64) {
+    fn update(&mut self, ingest: &Ingest, tap: Option<&Tap>, now: i64) {
         let stats = ingest.stats();
-        self.idle = stats.queued_events.load(Ordering::Relaxed) == 0 && stats.store_lag() == 0;
+        self.drained = stats.queued_events.load(Ordering::Relaxed) == 0;
+        self.idle = self.drained && stats.store_lag() == 0;
+        if let Some(tap) = tap {
+            moved(&mut self.accepted, tap.accepted(), now);
+        }
         let Some(writer) = stats.writer.lock().ok().and_then(|w| w.clone()) else {
             return;
         };
@@ -337,30 +354,44 @@ impl Watermarks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for (cluster, newest) in stored {
-            let entry = self.clusters.entry(cluster).or_insert((i64::MIN, i64::MIN));
-            if newest > entry.0 {
-                *entry = (newest, now);
-            }
-        }
+        moved(&mut self.stored, stored, now);
     }
 
-    /// The event time up to which windows are complete, waiting `delay` for late events; None
-    /// while no cluster is sending.
-    fn get(&self, now: i64, delay: i64) -> Option<i64> {
-        let oldest_live = self
-            .clusters
+    /// The event time up to which windows are complete, waiting `delay` for late events, for
+    /// a monitor fed by the stream (`streamed`) or querying the store; None while no cluster is
+    /// sending.
+    fn get(&self, now: i64, delay: i64, streamed: bool) -> Option<i64> {
+        let (clusters, caught_up) = if streamed {
+            (&self.accepted, self.drained)
+        } else {
+            (&self.stored, self.idle)
+        };
+        let oldest_live = clusters
             .values()
             .filter(|(_, moved)| now.saturating_sub(*moved) <= STALE_AFTER)
             .map(|(newest, _)| *newest)
             .min()?;
         Some(
-            if self.idle {
+            if caught_up {
                 now.max(oldest_live)
             } else {
                 oldest_live
             } - delay,
         )
+    }
+}
+
+/// Records the newest times of `newest`, and when each moved.
+fn moved(
+    clusters: &mut BTreeMap<String, (i64, i64)>,
+    newest: impl IntoIterator<Item = (String, i64)>,
+    now: i64,
+) {
+    for (cluster, newest) in newest {
+        let entry = clusters.entry(cluster).or_insert((i64::MIN, i64::MIN));
+        if newest > entry.0 {
+            *entry = (newest, now);
+        }
     }
 }
 
