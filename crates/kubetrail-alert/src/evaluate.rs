@@ -322,6 +322,19 @@ impl MonitorEval {
             .is_some_and(|cut| self.next_eval - self.spec.window - keep >= cut)
     }
 
+    /// Drops the partials read so far, and the stream's cut: the windows to come are read again
+    /// (from the store, until a new cut is given). For when what was absorbed may include
+    /// events that were never stored, or a feed was stopped.
+    pub fn forget_buckets(&mut self) {
+        let history = match self.spec.kind {
+            Kind::Change { offset } | Kind::PctChange { offset } => offset,
+            _ => 0,
+        };
+        self.fetched_to = align_down(self.next_eval - self.spec.window - history, self.bucket);
+        self.buckets = Buckets::default();
+        self.stream_from = None;
+    }
+
     /// From bucket `cut` on, the buckets come from the live stream ([`absorb`](Self::absorb)).
     pub fn stream_from(&mut self, cut: i64) {
         self.stream_from = Some(cut);
@@ -338,11 +351,16 @@ impl MonitorEval {
         for (start, groups) in drained.buckets.range(floor..) {
             self.buckets.merge_bucket(*start, groups);
         }
+        if drained.future > 0 {
+            tracing::warn!(monitor = %self.spec.name, events = drained.future, "events dated more than an hour ahead of the server's clock were not counted");
+        }
         if drained.dropped > 0 {
             tracing::warn!(monitor = %self.spec.name, events = drained.dropped, "too many groups in one bucket: the events of the groups beyond the limit were left out");
-            self.health = Health::Capped {
-                groups: self.spec.max_groups,
-            };
+            if !matches!(self.health, Health::Error { .. }) {
+                self.health = Health::Capped {
+                    groups: self.spec.max_groups,
+                };
+            }
         }
     }
 
@@ -617,12 +635,7 @@ impl MonitorEval {
         seen: HashMap<GroupKey, i64>,
     ) {
         self.next_eval = next_eval;
-        let history = match self.spec.kind {
-            Kind::Change { offset } | Kind::PctChange { offset } => offset,
-            _ => 0,
-        };
-        self.fetched_to = align_down(next_eval - self.spec.window - history, self.bucket);
-        self.buckets = Buckets::default();
+        self.forget_buckets();
         self.groups = groups;
         if !seen.is_empty() {
             self.seen = seen;

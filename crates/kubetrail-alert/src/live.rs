@@ -93,6 +93,14 @@ impl Unevaluated {
         }
     }
 
+    fn set_notified(&mut self) {
+        match self {
+            Unevaluated::NoData { notified, .. } | Unevaluated::Error { notified, .. } => {
+                *notified = true;
+            }
+        }
+    }
+
     fn change(&self) -> Change {
         match self {
             Unevaluated::NoData { .. } => Change::NoData,
@@ -139,6 +147,8 @@ struct LiveMonitor {
     unevaluated: Option<Unevaluated>,
     /// Since when its queries have been failing (wall clock).
     failing_since: Option<i64>,
+    /// Whether the history it decides with was read (retried each round until it is).
+    warmed: bool,
 }
 
 /// One monitor's status, for `monitor status` and the API.
@@ -209,6 +219,8 @@ pub struct Live {
     saved: SavedState,
     /// Whether the tap knows the newest stored event.
     tap_seeded: bool,
+    /// The tap's generation the feeds were started in.
+    tap_generation: u64,
     /// Problems of the definitions in force.
     pub problems: Vec<String>,
 }
@@ -233,6 +245,7 @@ impl Live {
             outbox: Arc::new(Mutex::new(outbox)),
             saved,
             tap_seeded: false,
+            tap_generation: 0,
             problems: Vec::new(),
         })
     }
@@ -297,9 +310,22 @@ impl Live {
         // new cut (the store fills the buckets in between).
         for name in switched {
             if let Some(mut monitor) = self.monitors.remove(&name) {
-                match &self.options.tap {
-                    Some(tap) if !monitor.eval.spec.enabled => tap.unregister(&name),
-                    _ => self.feed_from_stream(&name, &mut monitor.eval),
+                if monitor.eval.spec.enabled {
+                    monitor.eval.forget_buckets();
+                    self.feed_from_stream(&name, &mut monitor.eval);
+                } else {
+                    if let Some(tap) = &self.options.tap {
+                        tap.unregister(&name);
+                    }
+                    // A monitor switched off has nothing to say about its data any more.
+                    if let Some(unevaluated) = monitor.unevaluated.take().filter(|u| u.notified()) {
+                        self.notify_unevaluated(
+                            &monitor.eval.spec,
+                            &unevaluated,
+                            Status::Resolved,
+                            now,
+                        );
+                    }
                 }
                 self.monitors.insert(name, monitor);
             }
@@ -321,9 +347,11 @@ impl Live {
                 last_evaluated: None,
                 unevaluated: None,
                 failing_since: None,
+                warmed: true,
             };
             if let Err(e) = monitor.eval.warm_up(engine) {
                 monitor.eval.health = Health::Error { message: e };
+                monitor.warmed = false;
             }
             match self.saved.monitors.get(&name) {
                 Some(saved) if saved.fingerprint == print => {
@@ -343,6 +371,37 @@ impl Live {
             self.monitors.insert(name, monitor);
         }
         self.save();
+    }
+
+    /// Keeps the tap in step at the start of a round: gives it the clock; seeds it if that
+    /// failed at the start; and after a writer failure (or that late seeding) starts every
+    /// feed again from a new cut, forgetting what was absorbed — it may hold events that were
+    /// never stored and that their sources send again.
+    fn sync_tap(&mut self, engine: &QueryEngine, now: i64) {
+        let Some(tap) = self.options.tap.clone() else {
+            return;
+        };
+        tap.set_clock(now);
+        let seeded_now = !self.tap_seeded && {
+            self.seed_tap(engine);
+            self.tap_seeded
+        };
+        let generation = tap.generation();
+        if !seeded_now && generation == self.tap_generation {
+            return;
+        }
+        self.tap_generation = generation;
+        let names: Vec<String> = self.monitors.keys().cloned().collect();
+        for name in names {
+            if let Some(mut monitor) = self.monitors.remove(&name) {
+                if monitor.eval.spec.enabled {
+                    tap.unregister(&name);
+                    monitor.eval.forget_buckets();
+                    self.feed_from_stream(&name, &mut monitor.eval);
+                }
+                self.monitors.insert(name, monitor);
+            }
+        }
     }
 
     /// Tells the tap the newest stored event, once: buckets up to it are the store's.
@@ -404,11 +463,21 @@ impl Live {
     ) -> Vec<Transition> {
         let mut all = Vec::new();
         let mut changed = false;
+        self.sync_tap(engine, now);
         let names: Vec<String> = self.monitors.keys().cloned().collect();
         for name in names {
             let Some(mut monitor) = self.monitors.remove(&name) else {
                 continue;
             };
+            if monitor.eval.spec.enabled && !monitor.warmed {
+                match monitor.eval.warm_up(engine) {
+                    Ok(()) => {
+                        monitor.warmed = true;
+                        monitor.eval.health = Health::Ok;
+                    }
+                    Err(message) => monitor.eval.health = Health::Error { message },
+                }
+            }
             if monitor.eval.spec.enabled {
                 let delay = monitor.eval.spec.delay.unwrap_or(self.options.delay);
                 if let Some(tap) = &self.options.tap {
@@ -420,7 +489,7 @@ impl Live {
                 };
                 let before = monitor.eval.next_eval;
                 let mut transitions = Vec::new();
-                if let Some(until) = until {
+                if let Some(until) = until.filter(|_| monitor.warmed) {
                     monitor.eval.advance(engine, until, &mut transitions);
                 }
                 if monitor.eval.next_eval != before {
@@ -455,7 +524,11 @@ impl Live {
         let next = monitor.eval.next_eval;
         let wanted = if let Health::Error { message } = &monitor.eval.health {
             let since = *monitor.failing_since.get_or_insert(now);
-            (now - since >= ERROR_AFTER).then(|| Unevaluated::Error {
+            if now - since < ERROR_AFTER {
+                // Failing, not for long yet: whatever the groups are in, they stay there.
+                return false;
+            }
+            Some(Unevaluated::Error {
                 since,
                 message: message.clone(),
                 notified: false,
@@ -477,10 +550,19 @@ impl Live {
             (Some(a), Some(b)) => a.name() == b.name(),
             _ => false,
         };
+        let muted = !spec.mute.is_empty() && spec.mute.contains(now);
         if same {
+            // Told once it can be: after a mute window, or when the outbox takes it again.
+            if let Some(current) = monitor.unevaluated.as_mut()
+                && !current.notified()
+                && !muted
+                && self.notify_unevaluated(&spec, current, Status::Firing, now)
+            {
+                current.set_notified();
+                return true;
+            }
             return false;
         }
-        let muted = !spec.mute.is_empty() && spec.mute.contains(now);
         if let Some(old) = monitor.unevaluated.take() {
             // Back to the groups' own states; receivers keep what they were told of them.
             self.group_transitions(&monitor.eval, now, out, |state| match state {
@@ -497,11 +579,7 @@ impl Live {
             let change = new.change();
             self.group_transitions(&monitor.eval, now, out, |_| change);
             if !muted && self.notify_unevaluated(&spec, &new, Status::Firing, now) {
-                match &mut new {
-                    Unevaluated::NoData { notified, .. } | Unevaluated::Error { notified, .. } => {
-                        *notified = true;
-                    }
-                }
+                new.set_notified();
             }
             monitor.unevaluated = Some(new);
         }
@@ -1055,7 +1133,8 @@ impl Live {
                     query: spec.query_text.clone(),
                     health: m.eval.health.clone(),
                     next_evaluation: m.eval.next_eval,
-                    no_data: matches!(m.unevaluated, Some(Unevaluated::NoData { .. })),
+                    no_data: spec.enabled
+                        && matches!(m.unevaluated, Some(Unevaluated::NoData { .. })),
                     behind_micros: behind,
                     alerts,
                     source: spec.source.file.as_ref().map_or_else(

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kubetrail_event::AuditEvent;
 use kubetrail_query::{
-    AggFunc, CompareOp, Expr, Field, FieldKind, Literal, Matcher, PartialKind, Pattern, Query,
-    Value, value_of,
+    AggFunc, CompareOp, Expr, Field, FieldKind, JsonColumn, Literal, Matcher, PartialKind, Pattern,
+    Query, Value, value_of,
 };
 
 use crate::window::{GroupKey, Partial};
@@ -105,6 +105,9 @@ impl FeedSpec {
             AggFunc::Percentile(_) if numeric => PartialKind::Histogram,
             _ => return None,
         };
+        if query.filter.as_ref().is_some_and(|f| !matched_alike(f)) {
+            return None;
+        }
         let filter = Query {
             filter: query.filter.clone(),
             pipes: Vec::new(),
@@ -119,6 +122,19 @@ impl FeedSpec {
             bucket,
             keys_per_bucket: max_groups.saturating_mul(10).max(10_000),
         })
+    }
+}
+
+/// Whether the in-memory matcher decides `filter` exactly as the store's SQL does: free text
+/// is compared ignoring ASCII case (the store folds Unicode case, so a needle with non-ASCII
+/// letters is left to the store), and text in annotations is the store's alone.
+fn matched_alike(filter: &Expr) -> bool {
+    match filter {
+        Expr::And(all) | Expr::Or(all) => all.iter().all(matched_alike),
+        Expr::Not(inner) => matched_alike(inner),
+        Expr::Text(text) => text.is_ascii(),
+        Expr::BodyText { body, text } => *body != JsonColumn::Annotations && text.is_ascii(),
+        Expr::In { .. } | Expr::Exists(_) | Expr::Match { .. } | Expr::Compare { .. } => true,
     }
 }
 
@@ -155,7 +171,13 @@ struct Feed {
     cut: i64,
     buckets: BTreeMap<i64, HashMap<Box<str>, Partial>>,
     dropped: u64,
+    future: u64,
 }
+
+/// How far ahead of the server's clock an event may be dated and still be counted by monitors
+/// fed by the stream: buckets wait in memory until their window comes, so a sender with a
+/// skewed or hostile clock could otherwise fill it. Such events are stored and queryable.
+pub const FUTURE_HORIZON: i64 = 3_600_000_000;
 
 /// What a monitor takes from the tap each round.
 #[derive(Debug, Default)]
@@ -164,6 +186,8 @@ pub struct Drained {
     pub buckets: BTreeMap<i64, HashMap<GroupKey, Partial>>,
     /// Events of groups left out because a bucket had too many groups.
     pub dropped: u64,
+    /// Events left out because they were dated more than [`FUTURE_HORIZON`] ahead.
+    pub future: u64,
 }
 
 /// Which feeds an event may concern, by the values of the fields their filters select on.
@@ -220,6 +244,10 @@ struct Inner {
     newest: Option<i64>,
     /// The newest event time accepted from each cluster since the start.
     accepted: HashMap<String, i64>,
+    /// The latest event time counted: the server's clock plus [`FUTURE_HORIZON`].
+    horizon: i64,
+    /// Bumped when the writer fails: what the feeds hold may include events never stored.
+    generation: u64,
     feeds: Vec<Feed>,
     index: Index,
     candidates: Vec<usize>,
@@ -264,6 +292,7 @@ impl Tap {
             cut,
             buckets: BTreeMap::new(),
             dropped: 0,
+            future: 0,
         });
         inner.index = Index::build(&inner.feeds);
         cut
@@ -279,6 +308,18 @@ impl Tap {
         }
     }
 
+    /// The server's clock (µs), given each round: events dated more than [`FUTURE_HORIZON`]
+    /// ahead of it are not counted.
+    pub fn set_clock(&self, now: i64) {
+        self.lock().horizon = now.saturating_add(FUTURE_HORIZON);
+    }
+
+    /// Changes when the writer fails ([`kubetrail_pipeline::EventTap::writer_failed`]): the
+    /// monitors then start their feeds again from a new cut.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// The newest event time accepted from each cluster: the watermark of monitors fed by the
     /// stream, which need not wait for the store to commit.
     pub fn accepted(&self) -> Vec<(String, i64)> {
@@ -292,7 +333,7 @@ impl Tap {
 
     /// Takes what accumulated for `name` since the last call.
     pub fn drain(&self, name: &str) -> Drained {
-        let (buckets, dropped) = {
+        let (buckets, dropped, future) = {
             let mut inner = self.lock();
             let Some(feed) = inner.feeds.iter_mut().find(|f| f.name == name) else {
                 return Drained::default();
@@ -300,11 +341,13 @@ impl Tap {
             (
                 std::mem::take(&mut feed.buckets),
                 std::mem::take(&mut feed.dropped),
+                std::mem::take(&mut feed.future),
             )
         };
         let mut drained = Drained {
             buckets: BTreeMap::new(),
             dropped,
+            future,
         };
         for (start, groups) in buckets {
             let groups = groups
@@ -335,6 +378,7 @@ impl Tap {
             index,
             candidates,
             key,
+            horizon,
             ..
         } = inner;
         candidates.clear();
@@ -353,8 +397,9 @@ impl Tap {
                 candidates.extend_from_slice(feeds);
             }
         }
+        let horizon = if *horizon == 0 { i64::MAX } else { *horizon };
         for &i in candidates.iter() {
-            feeds[i].add(event, cluster, time, key);
+            feeds[i].add(event, cluster, time, horizon, key);
         }
     }
 }
@@ -367,12 +412,27 @@ impl kubetrail_pipeline::EventTap for Tap {
     fn accepted_before(&self, time_micros: i64) {
         self.stored_up_to(time_micros);
     }
+
+    fn writer_failed(&self) {
+        self.lock().generation += 1;
+    }
 }
 
 impl Feed {
-    fn add(&mut self, event: &AuditEvent<'_>, cluster: &str, time: i64, key: &mut String) {
+    fn add(
+        &mut self,
+        event: &AuditEvent<'_>,
+        cluster: &str,
+        time: i64,
+        horizon: i64,
+        key: &mut String,
+    ) {
         let spec = &self.spec;
-        if time < self.cut || !spec.matcher.matches(event, cluster) {
+        if time < self.cut || !spec.matcher.matches_stored(event, cluster, time) {
+            return;
+        }
+        if time > horizon {
+            self.future += 1;
             return;
         }
         let value = spec.value.as_ref().map(|f| value_of(f, event, cluster));
@@ -381,7 +441,11 @@ impl Feed {
             _ => None,
         };
         // A group without a value where the store's aggregate is NULL has no row there.
-        if matches!(spec.kind, PartialKind::Min | PartialKind::Max) && int.is_none() {
+        if matches!(
+            spec.kind,
+            PartialKind::Min | PartialKind::Max | PartialKind::Histogram
+        ) && int.is_none()
+        {
             return;
         }
         let start = crate::evaluate::align_down(time, spec.bucket);
@@ -458,7 +522,7 @@ fn fold(partial: &mut Partial, int: Option<i64>, value: Option<&Value<'_>>) {
         Partial::Count(n) => *n += 1,
         Partial::SumCount(s, n) => {
             if let Some(v) = int {
-                *s += v;
+                *s = s.saturating_add(v);
                 *n += 1;
             }
         }

@@ -412,7 +412,8 @@ fn mute_windows_hold_notifications_and_active_windows_limit_evaluation() {
 /// The live stream must compute what the store's query does: the generated traffic of
 /// `tests/data/generated/backtest.log.gz` (200,000 events with incidents) is stored and fed to
 /// the tap at once, then every monitor is evaluated twice over the whole range — once from the
-/// store only, once with every bucket from the stream — and must make the same transitions.
+/// store only, once with every bucket from the stream, once with a cut halfway — and must make
+/// the same transitions.
 /// The monitors cover each aggregate, group keys of text, integers, booleans and a list, and
 /// filters the index selects by and those it cannot.
 #[test]
@@ -448,16 +449,24 @@ fn the_live_stream_computes_what_the_store_query_does() {
     assert!(defs.problems.is_empty(), "{:?}", defs.problems);
     let specs: Vec<Arc<_>> = defs.monitors.into_iter().map(Arc::new).collect();
 
+    let feed = |spec: &Arc<_>| {
+        MonitorEval::new(Arc::clone(spec), 0)
+            .unwrap()
+            .feed_spec()
+            .unwrap_or_else(|| panic!("{} is not computed from the stream", spec.name))
+    };
+    // One tap sees every event; the other has its monitors registered halfway through, so
+    // their windows straddle the cut: before it from the store, after it from the stream.
     let tap = Tap::new();
+    let halfway = Tap::new();
+    let mut cuts = std::collections::HashMap::new();
     let mut first = i64::MAX;
     let mut last = i64::MIN;
     for spec in &specs {
-        let eval = MonitorEval::new(spec.clone(), 0).unwrap();
-        let feed = eval
-            .feed_spec()
-            .unwrap_or_else(|| panic!("{} is not computed from the stream", spec.name));
-        assert_eq!(tap.register(&spec.name, feed), i64::MIN);
+        assert_eq!(tap.register(&spec.name, feed(spec)), i64::MIN);
     }
+    let total = log.iter().filter(|b| **b == b'\n').count();
+    let mut seen = 0;
     let dir = std::env::temp_dir().join(format!("kubetrail-alert-stream-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     {
@@ -470,6 +479,13 @@ fn the_live_stream_computes_what_the_store_query_does() {
                 last = last.max(time);
                 writer.append_unlogged(&event, "prod", 0).unwrap();
                 tap.add(&event, "prod", time);
+                halfway.add(&event, "prod", time);
+                seen += 1;
+                if seen == total / 2 {
+                    for spec in &specs {
+                        cuts.insert(spec.name.clone(), halfway.register(&spec.name, feed(spec)));
+                    }
+                }
             }
         };
         decoder.feed(&log, &mut out);
@@ -483,20 +499,24 @@ fn the_live_stream_computes_what_the_store_query_does() {
     let (from, to) = (first + 10 * MINUTE, last);
     let mut compared = 0;
     for spec in &specs {
-        let evaluate = |streamed: bool| {
+        let evaluate = |feed: Option<(&Tap, i64)>| {
             let mut eval = MonitorEval::new(spec.clone(), from).unwrap();
             eval.warm_up(&store.engine).unwrap();
-            if streamed {
-                eval.stream_from(i64::MIN);
+            if let Some((tap, cut)) = feed {
+                eval.stream_from(cut);
                 eval.absorb(tap.drain(&spec.name));
             }
             let mut transitions = Vec::new();
             eval.advance(&store.engine, to, &mut transitions);
             transitions
         };
-        let queried = evaluate(false);
-        let streamed = evaluate(true);
+        let queried = evaluate(None);
+        let streamed = evaluate(Some((&tap, i64::MIN)));
         assert_eq!(streamed, queried, "{}", spec.name);
+        let cut = cuts[&spec.name];
+        assert!(cut > from && cut < to);
+        let straddling = evaluate(Some((&halfway, cut)));
+        assert_eq!(straddling, queried, "{} cut at {cut}", spec.name);
         compared += queried.len();
         assert!(!queried.is_empty(), "{} never changed state", spec.name);
     }

@@ -78,6 +78,9 @@ pub trait EventTap: Send + Sync + std::fmt::Debug {
     /// Events up to `time_micros` were accepted without the tap seeing them (replayed from the
     /// write-ahead log when the store opened).
     fn accepted_before(&self, time_micros: i64);
+    /// The writer failed: events the tap saw since the last commit may not be stored, and
+    /// their sources will send them again.
+    fn writer_failed(&self);
 }
 
 impl IngestOptions {
@@ -759,6 +762,9 @@ impl WriterLoop {
     fn fail(&mut self, reason: &str) {
         if self.writer.take().is_some() {
             tracing::error!(error = %reason, "the store stopped accepting events; retrying every 5s");
+            if let Some(tap) = &self.options.tap {
+                tap.writer_failed();
+            }
         }
         self.stats.healthy.store(false, Ordering::Relaxed);
         if let Ok(mut last) = self.stats.last_error.lock() {

@@ -41,7 +41,23 @@ impl Matcher {
 
     /// Whether `event` (received from `cluster`) matches.
     pub fn matches(&self, event: &AuditEvent<'_>, cluster: &str) -> bool {
-        let context = Context { event, cluster };
+        let context = Context {
+            event,
+            cluster,
+            time: None,
+        };
+        self.expr.as_ref().is_none_or(|e| context.eval(e))
+    }
+
+    /// Whether `event` matches once stored under `time_micros` (the store files an event
+    /// without a time under its arrival): `time` conditions then mean what they mean in a
+    /// query of the store.
+    pub fn matches_stored(&self, event: &AuditEvent<'_>, cluster: &str, time_micros: i64) -> bool {
+        let context = Context {
+            event,
+            cluster,
+            time: Some(time_micros),
+        };
         self.expr.as_ref().is_none_or(|e| context.eval(e))
     }
 }
@@ -49,7 +65,11 @@ impl Matcher {
 /// The value of `field` in `event` as one text: list elements joined by `,`, numbers and
 /// booleans written out, `""` when absent (the label of a log-based metric).
 pub fn field_value(field: &Field, event: &AuditEvent<'_>, cluster: &str) -> String {
-    let context = Context { event, cluster };
+    let context = Context {
+        event,
+        cluster,
+        time: None,
+    };
     match context.value(field) {
         FieldValue::One(value) => value.into_owned(),
         FieldValue::Text(values) => values.join(","),
@@ -74,7 +94,11 @@ pub enum Value<'v> {
 
 /// The value of `field` in `event` (received from `cluster`).
 pub fn value_of<'v>(field: &Field, event: &'v AuditEvent<'_>, cluster: &'v str) -> Value<'v> {
-    let context = Context { event, cluster };
+    let context = Context {
+        event,
+        cluster,
+        time: None,
+    };
     match context.value(field) {
         FieldValue::One(value) => Value::Text(value),
         FieldValue::Text(values) => Value::List(values),
@@ -86,6 +110,8 @@ pub fn value_of<'v>(field: &Field, event: &'v AuditEvent<'_>, cluster: &'v str) 
 struct Context<'e, 'a> {
     event: &'e AuditEvent<'a>,
     cluster: &'e str,
+    /// The stored time, when known (else the event's own).
+    time: Option<i64>,
 }
 
 /// A value of a field, as compared and matched. Text borrows from the event where it can:
@@ -171,7 +197,7 @@ impl<'e> Context<'e, '_> {
         match field {
             Field::Json { column, path } => self.json_values(*column, path),
             Field::Column(def) => match def.column {
-                "time" => FieldValue::Int(e.time().map(|t| t.as_micros())),
+                "time" => FieldValue::Int(self.time.or_else(|| e.time().map(|t| t.as_micros()))),
                 "stage_time" => FieldValue::Int(e.stage_timestamp.map(|t| t.as_micros())),
                 "audit_id" => text(&e.audit_id),
                 "stage" => text(e.stage.as_str()),

@@ -310,7 +310,7 @@ struct Watermarks {
     accepted: BTreeMap<String, (i64, i64)>,
     /// Every received event is queryable.
     idle: bool,
-    /// No batch waits for the ingest thread.
+    /// No batch waits for the ingest thread, which accepts events.
     drained: bool,
 }
 
@@ -341,7 +341,9 @@ impl Watermarks {
 
     fn update(&mut self, ingest: &Ingest, tap: Option<&Tap>, now: i64) {
         let stats = ingest.stats();
-        self.drained = stats.queued_events.load(Ordering::Relaxed) == 0;
+        // A store that refuses events leaves nothing queued, yet nothing is accepted either.
+        self.drained = stats.queued_events.load(Ordering::Relaxed) == 0
+            && stats.healthy.load(Ordering::Relaxed);
         self.idle = self.drained && stats.store_lag() == 0;
         if let Some(tap) = tap {
             moved(&mut self.accepted, tap.accepted(), now);
