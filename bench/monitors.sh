@@ -23,31 +23,9 @@ parts=${PARTS:-A B}
 history_events=${MONITOR_EVENTS:-10000000}
 command -v curl >/dev/null || { echo "bench: curl is not installed" >&2; exit 1; }
 
-port=${PORT:-17421}
-token=bench-token-0123456789
-url="http://127.0.0.1:$port"
-server_pid=""
-cleanup() { [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null; true; }
-trap cleanup EXIT
-start_server() {
-  local name="$1"
-  shift
-  rm -rf "${dir:?}/monitors-$name"
-  "$bin" serve --data "$dir/monitors-$name" --listen "127.0.0.1:$port" \
-    --webhook-token "bench=$token" "$@" > "$dir/monitors-$name.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    curl -fs "$url/readyz" > /dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "bench: the server did not become ready; see $dir/monitors-$name.log" >&2
-  exit 1
-}
-stop_server() {
-  kill -TERM "$server_pid"
-  wait "$server_pid" || true
-  server_pid=""
-}
+PORT=${PORT:-17421}
+server_prefix=monitors
+source "$(dirname "$0")/server.sh"
 field() { jq -r "$2" <<< "$1"; }
 settle() { sync; sleep "${SETTLE_SECONDS:-20}"; }
 verdict() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN{ ok = (dir == "min") ? v >= t : v <= t; print ok ? "met" : "NOT met" }'; }

@@ -33,34 +33,7 @@ generate_log "$tail_log"
 send_input="$dir/audit-100000-send.log"
 events=100000 generate_log "$send_input"
 
-port=${PORT:-17420}
-token=bench-token-0123456789
-url="http://127.0.0.1:$port"
-server_pid=""
-cleanup() { [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null; true; }
-trap cleanup EXIT
-
-# start_server NAME [serve options…]: a fresh data directory and server; waits until ready.
-start_server() {
-  local name="$1"
-  shift
-  rm -rf "${dir:?}/serve-$name"
-  # shellcheck disable=SC2086 # SERVE_ARGS is a list of options on purpose
-  "$bin" serve --data "$dir/serve-$name" --listen "127.0.0.1:$port" \
-    --webhook-token "bench=$token" ${SERVE_ARGS:-} "$@" > "$dir/serve-$name.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    curl -fs "$url/readyz" > /dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "bench: the server did not become ready; see $dir/serve-$name.log" >&2
-  exit 1
-}
-stop_server() {
-  kill -TERM "$server_pid"
-  wait "$server_pid" || true
-  server_pid=""
-}
+source "$(dirname "$0")/server.sh"
 # status_text KEY: the first value named KEY in the status JSON (`ingest` comes before the
 # sources), without starting jq: for loops that poll while the server is measured (a jq per poll
 # every 0.1 s took about a seventh of the two cores).
