@@ -134,6 +134,8 @@ pub struct MonitorEval {
     fetched_to: i64,
     /// Buckets from here on come from the live stream ([`crate::stream`]), not the store.
     stream_from: Option<i64>,
+    /// Events of the streamed buckets, by bucket and group, for notifications.
+    samples: BTreeMap<i64, HashMap<GroupKey, Vec<Box<str>>>>,
     /// The end of the next window to evaluate (µs).
     pub next_eval: i64,
     /// Groups not in the OK state (and those seen in the last window).
@@ -210,6 +212,7 @@ impl MonitorEval {
             buckets: Buckets::default(),
             fetched_to,
             stream_from: None,
+            samples: BTreeMap::new(),
             next_eval,
             groups: HashMap::new(),
             seen: HashMap::new(),
@@ -310,6 +313,25 @@ impl MonitorEval {
         )
     }
 
+    /// Up to [`crate::stream::SAMPLES`] events of group `key` in `[from, to)`, newest buckets
+    /// first, when that range comes wholly from the live stream (None: read them from the
+    /// store; the stream kept none, or not for all of the range).
+    pub fn stream_samples(&self, key: &GroupKey, from: i64, to: i64) -> Option<Vec<&str>> {
+        if self.stream_from.is_none_or(|cut| from < cut) {
+            return None;
+        }
+        let events: Vec<&str> = self
+            .samples
+            .range(from..to)
+            .rev()
+            .filter_map(|(_, groups)| groups.get(key))
+            .flatten()
+            .map(|e| e.as_ref())
+            .take(crate::stream::SAMPLES)
+            .collect();
+        (!events.is_empty()).then_some(events)
+    }
+
     /// Whether the next window (and the past it compares with) comes wholly from the live
     /// stream: it can be evaluated as soon as events are accepted, without waiting for the
     /// store to commit them.
@@ -332,6 +354,7 @@ impl MonitorEval {
         };
         self.fetched_to = align_down(self.next_eval - self.spec.window - history, self.bucket);
         self.buckets = Buckets::default();
+        self.samples.clear();
         self.stream_from = None;
     }
 
@@ -350,6 +373,14 @@ impl MonitorEval {
         let floor = self.next_eval - self.spec.window - keep;
         for (start, groups) in drained.buckets.range(floor..) {
             self.buckets.merge_bucket(*start, groups);
+        }
+        for (start, groups) in drained.samples.into_iter().filter(|(s, _)| *s >= floor) {
+            let bucket = self.samples.entry(start).or_default();
+            for (key, events) in groups {
+                let kept = bucket.entry(key).or_default();
+                let room = crate::stream::SAMPLES.saturating_sub(kept.len());
+                kept.extend(events.into_iter().take(room));
+            }
         }
         if drained.future > 0 {
             tracing::warn!(monitor = %self.spec.name, events = drained.future, "events dated more than an hour ahead of the server's clock were not counted");
@@ -386,7 +417,9 @@ impl MonitorEval {
             Kind::Change { offset } | Kind::PctChange { offset } => offset,
             _ => 0,
         };
-        self.buckets.prune(self.next_eval - self.spec.window - keep);
+        let floor = self.next_eval - self.spec.window - keep;
+        self.buckets.prune(floor);
+        self.samples = self.samples.split_off(&floor);
     }
 
     fn window_values(&self, from: i64, to: i64) -> HashMap<GroupKey, Partial> {

@@ -959,9 +959,16 @@ impl Live {
             .map(|b| format!("{b:02x}"))
             .collect();
         let (samples, link) = if status == Status::Firing {
+            let (from, to) = (at - spec.window, at);
+            let kept = eval.stream_samples(key, from, to).map(|events| {
+                events
+                    .into_iter()
+                    .filter_map(|e| serde_json::from_str(e).ok())
+                    .collect()
+            });
             (
-                samples(engine, spec, &group, at - spec.window, at),
-                self.link(spec, &group, at - spec.window, at),
+                kept.unwrap_or_else(|| samples(engine, spec, &group, from, to)),
+                self.link(spec, &group, from, to),
             )
         } else {
             (Vec::new(), self.link(spec, &group, since - spec.window, at))

@@ -163,13 +163,31 @@ fn selector(filter: &Expr) -> Option<Selector> {
     }
 }
 
+/// Maps hashed on the ingest thread for every event: foldhash, not the standard SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One group of one bucket: its partial and the first events, for the notifications.
+#[derive(Debug)]
+struct Slot {
+    partial: Partial,
+    samples: Vec<Box<str>>,
+}
+
+/// Sample events kept per group and bucket.
+pub const SAMPLES: usize = 3;
+
+/// The most bytes of sample events one feed keeps between two rounds; groups beyond get none
+/// (their notifications read samples from the store).
+const SAMPLE_BYTES: usize = 4 << 20;
+
 /// One registered monitor's accumulating partials.
 #[derive(Debug)]
 struct Feed {
     name: String,
     spec: FeedSpec,
     cut: i64,
-    buckets: BTreeMap<i64, HashMap<Box<str>, Partial>>,
+    buckets: BTreeMap<i64, FastMap<Box<str>, Slot>>,
+    sample_bytes: usize,
     dropped: u64,
     future: u64,
 }
@@ -184,6 +202,8 @@ pub const FUTURE_HORIZON: i64 = 3_600_000_000;
 pub struct Drained {
     /// Partials by bucket start and group.
     pub buckets: BTreeMap<i64, HashMap<GroupKey, Partial>>,
+    /// The first events (as stored, redacted) of each group and bucket, up to [`SAMPLES`].
+    pub samples: BTreeMap<i64, HashMap<GroupKey, Vec<Box<str>>>>,
     /// Events of groups left out because a bucket had too many groups.
     pub dropped: u64,
     /// Events left out because they were dated more than [`FUTURE_HORIZON`] ahead.
@@ -193,8 +213,8 @@ pub struct Drained {
 /// Which feeds an event may concern, by the values of the fields their filters select on.
 #[derive(Debug, Default)]
 struct Index {
-    text: Vec<(Field, HashMap<String, Vec<usize>>)>,
-    ints: Vec<(Field, HashMap<i64, Vec<usize>>)>,
+    text: Vec<(Field, FastMap<String, Vec<usize>>)>,
+    ints: Vec<(Field, FastMap<i64, Vec<usize>>)>,
     /// Feeds whose filter has no usable equality: every event is matched against them.
     always: Vec<usize>,
 }
@@ -225,13 +245,13 @@ impl Index {
 
 /// The map of `field`'s values to feeds in `fields`, added when missing.
 fn values_of<'i, K>(
-    fields: &'i mut Vec<(Field, HashMap<K, Vec<usize>>)>,
+    fields: &'i mut Vec<(Field, FastMap<K, Vec<usize>>)>,
     field: &Field,
-) -> &'i mut HashMap<K, Vec<usize>> {
+) -> &'i mut FastMap<K, Vec<usize>> {
     let at = match fields.iter().position(|(f, _)| f == field) {
         Some(at) => at,
         None => {
-            fields.push((field.clone(), HashMap::new()));
+            fields.push((field.clone(), FastMap::default()));
             fields.len() - 1
         }
     };
@@ -291,6 +311,7 @@ impl Tap {
             spec,
             cut,
             buckets: BTreeMap::new(),
+            sample_bytes: 0,
             dropped: 0,
             future: 0,
         });
@@ -338,6 +359,7 @@ impl Tap {
             let Some(feed) = inner.feeds.iter_mut().find(|f| f.name == name) else {
                 return Drained::default();
             };
+            feed.sample_bytes = 0;
             (
                 std::mem::take(&mut feed.buckets),
                 std::mem::take(&mut feed.dropped),
@@ -345,16 +367,24 @@ impl Tap {
             )
         };
         let mut drained = Drained {
-            buckets: BTreeMap::new(),
             dropped,
             future,
+            ..Drained::default()
         };
         for (start, groups) in buckets {
-            let groups = groups
-                .into_iter()
-                .map(|(key, partial)| (decode_key(&key), partial))
-                .collect();
-            drained.buckets.insert(start, groups);
+            let mut partials = HashMap::with_capacity(groups.len());
+            let mut samples = HashMap::new();
+            for (key, slot) in groups {
+                let key = decode_key(&key);
+                if !slot.samples.is_empty() {
+                    samples.insert(key.clone(), slot.samples);
+                }
+                partials.insert(key, slot.partial);
+            }
+            drained.buckets.insert(start, partials);
+            if !samples.is_empty() {
+                drained.samples.insert(start, samples);
+            }
         }
         drained
     }
@@ -452,7 +482,7 @@ impl Feed {
         match spec.list_by {
             None => {
                 group_key(key, &spec.by, event, cluster, None);
-                self.fold_into(start, key, int, value.as_ref());
+                self.fold_into(start, key, int, value.as_ref(), event);
             }
             Some(at) => {
                 let Value::List(elements) = value_of(&spec.by[at], event, cluster) else {
@@ -460,33 +490,67 @@ impl Feed {
                 };
                 for element in &elements {
                     group_key(key, &self.spec.by, event, cluster, Some((at, element)));
-                    self.fold_into(start, key, int, value.as_ref());
+                    self.fold_into(start, key, int, value.as_ref(), event);
                 }
             }
         }
     }
 
     /// Adds the event to group `key` of bucket `start`.
-    fn fold_into(&mut self, start: i64, key: &str, int: Option<i64>, value: Option<&Value<'_>>) {
-        let groups = self.buckets.entry(start).or_default();
-        if let Some(partial) = groups.get_mut(key) {
-            fold(partial, int, value);
-            return;
+    fn fold_into(
+        &mut self,
+        start: i64,
+        key: &str,
+        int: Option<i64>,
+        value: Option<&Value<'_>>,
+        event: &AuditEvent<'_>,
+    ) {
+        let Feed {
+            spec,
+            buckets,
+            sample_bytes,
+            dropped,
+            ..
+        } = self;
+        let groups = buckets.entry(start).or_default();
+        let full = groups.len() >= spec.keys_per_bucket;
+        match groups.get_mut(key) {
+            Some(slot) => slot.fold(int, value, event, sample_bytes),
+            None if full => *dropped += 1,
+            None => {
+                let mut slot = Slot {
+                    partial: match spec.kind {
+                        PartialKind::Count => Partial::Count(0),
+                        PartialKind::SumCount => Partial::SumCount(0, 0),
+                        PartialKind::Min => Partial::Min(i64::MAX),
+                        PartialKind::Max => Partial::Max(i64::MIN),
+                        PartialKind::Distinct => Partial::Distinct(HashSet::new()),
+                        PartialKind::Histogram => Partial::Histogram(Box::default()),
+                    },
+                    samples: Vec::new(),
+                };
+                slot.fold(int, value, event, sample_bytes);
+                groups.insert(key.into(), slot);
+            }
         }
-        if groups.len() >= self.spec.keys_per_bucket {
-            self.dropped += 1;
-            return;
+    }
+}
+
+impl Slot {
+    /// Adds one event: to the partial, and to the samples while there is room.
+    fn fold(
+        &mut self,
+        int: Option<i64>,
+        value: Option<&Value<'_>>,
+        event: &AuditEvent<'_>,
+        sample_bytes: &mut usize,
+    ) {
+        fold(&mut self.partial, int, value);
+        if self.samples.len() < SAMPLES && *sample_bytes < SAMPLE_BYTES {
+            let raw = event.raw.as_str();
+            *sample_bytes += raw.len();
+            self.samples.push(raw.into());
         }
-        let mut partial = match self.spec.kind {
-            PartialKind::Count => Partial::Count(0),
-            PartialKind::SumCount => Partial::SumCount(0, 0),
-            PartialKind::Min => Partial::Min(i64::MAX),
-            PartialKind::Max => Partial::Max(i64::MIN),
-            PartialKind::Distinct => Partial::Distinct(HashSet::new()),
-            PartialKind::Histogram => Partial::Histogram(Box::default()),
-        };
-        fold(&mut partial, int, value);
-        groups.insert(key.into(), partial);
     }
 }
 
