@@ -831,6 +831,8 @@ impl Parser<'_> {
             self.pos += 1;
             match (&func, &field) {
                 (AggFunc::Count, _) | (AggFunc::DistinctCount, Some(_)) => {}
+                // First and last seen: `stats min(time), max(time) by verb, resource`.
+                (AggFunc::Min | AggFunc::Max, Some(f)) if f.kind() == FieldKind::Time => {}
                 (AggFunc::DistinctCount, None) => {
                     return Err(QueryError::at(at, "dc needs a field: dc(user)"));
                 }

@@ -381,6 +381,16 @@ pub fn compile_partials(
             ));
         }
     };
+    if aggregate
+        .field
+        .as_ref()
+        .is_some_and(|f| f.kind() == FieldKind::Time)
+    {
+        return Err(QueryError::at(
+            0,
+            "a monitor compares a number with its threshold: min(time) and max(time) are for queries and reports",
+        ));
+    }
     if by.len() > options.limits.max_group_by {
         return Err(QueryError::limit(
             0,
