@@ -44,9 +44,35 @@ pub(crate) struct QuerySettings {
     pub niceness: i32,
 }
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Everything the API offers.
+    Admin,
+    /// Reads only: search, query, facets, reports, RBAC advice, monitor state.
+    Viewer,
+}
+
+/// An API token and its role.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiToken {
+    pub secret: String,
+    pub role: Role,
+}
+
+impl ApiToken {
+    pub fn new(secret: &str, role: Role) -> ApiToken {
+        ApiToken {
+            secret: secret.to_owned(),
+            role,
+        }
+    }
+}
+
 /// What the API needs besides the rest of the server.
 pub(crate) struct Api {
-    tokens: Vec<String>,
+    tokens: Vec<ApiToken>,
     data: PathBuf,
     engine: Mutex<Option<QueryEngine>>,
     queries: tokio::sync::Semaphore,
@@ -55,7 +81,7 @@ pub(crate) struct Api {
 
 impl Api {
     pub fn new(
-        tokens: Vec<String>,
+        tokens: Vec<ApiToken>,
         data: PathBuf,
         max_concurrent_queries: usize,
         settings: QuerySettings,
@@ -152,6 +178,10 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/reports/{name}", get(report)),
         ("/rbac/suggest", get(rbac_suggest)),
         ("/rbac/denied", get(rbac_denied)),
+        ("/session", get(session)),
+        ("/fields", get(fields)),
+        ("/validate", get(validate)),
+        ("/span", get(span)),
     ]
 }
 
@@ -160,29 +190,138 @@ pub(crate) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
 }
 
-/// Refuses requests without a valid API token.
+/// Refuses requests without a valid API token, and changes (anything but reads) with a
+/// read-only one; the token's role goes with the request for `/session`.
 pub(crate) async fn require_token(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let presented = crate::webhook::bearer(&headers);
-    let valid = presented.is_some_and(|token| {
+    let role = presented.and_then(|token| {
         // Every token is compared, so timing does not reveal which one nearly matched.
-        app.api.tokens.iter().fold(false, |found, t| {
-            crate::webhook::same_secret(t, token) | found
+        app.api.tokens.iter().fold(None, |found, t| {
+            if crate::webhook::same_secret(&t.secret, token) {
+                Some(t.role)
+            } else {
+                found
+            }
         })
     });
-    if !valid {
+    let Some(role) = role else {
         let message = if presented.is_none() {
             "the API needs Authorization: Bearer <api token> (see docs/api.md)"
         } else {
             "the API token is not valid"
         };
         return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    };
+    if role == Role::Viewer && !is_read(request.method(), request.uri().path()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token is read-only (api.viewerTokens); changes need a token of api.tokens",
+        )
+        .into_response();
     }
+    request.extensions_mut().insert(role);
     next.run(request).await
+}
+
+/// Whether a request only reads: GET, or the POST forms of search and query (long queries).
+fn is_read(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST
+            && matches!(path.trim_start_matches("/api/v1"), "/search" | "/query"))
+}
+
+/// `GET /api/v1/session`: what the presented token may do (the UI's login check).
+async fn session(axum::Extension(role): axum::Extension<Role>) -> Response {
+    Json(json!({ "role": role })).into_response()
+}
+
+/// `GET /api/v1/fields`: the query language's fields, for autocompletion.
+async fn fields() -> Response {
+    let kind = |k: kubetrail_query::FieldKind| {
+        use kubetrail_query::FieldKind::*;
+        match k {
+            Text => "text",
+            List => "list",
+            Int => "number",
+            Duration => "duration",
+            Time => "time",
+            Bool => "bool",
+        }
+    };
+    let fields: Vec<Value> = kubetrail_query::FIELDS
+        .iter()
+        .map(|f| json!({"name": f.name, "kind": kind(f.kind), "aliases": f.aliases}))
+        .collect();
+    Json(json!({
+        "fields": fields,
+        "paths": ["requestObject.", "responseObject.", "annotations."],
+        "commands": ["stats", "timechart", "top", "sort", "fields", "limit"],
+    }))
+    .into_response()
+}
+
+/// `GET /api/v1/span`: how many events the store holds and the times of the oldest and the
+/// newest (the UI's default time range and histogram). Answered from Parquet statistics.
+async fn span(State(app): State<Arc<App>>) -> Response {
+    let result = with_engine(&app, |engine| {
+        let rows = engine
+            .sql(
+                "SELECT count(*) AS events, min(time) AS oldest, max(time) AS newest FROM events",
+                Vec::new(),
+            )
+            .map_err(ApiError::from_store)?;
+        let rows = output::json_rows(&rows).map_err(ApiError::from_store)?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| json!({"events": 0})))
+    })
+    .await;
+    match result {
+        // An empty store has no table yet: nothing is stored.
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            Json(json!({"events": 0, "oldest": null, "newest": null})).into_response()
+        }
+        other => respond(other),
+    }
+}
+
+/// `GET /api/v1/validate?q=`: whether a query parses, without running it (the UI checks as
+/// people type). A query that does not parse is an answer here, not a failed request:
+/// `{"ok": false, "error", "position"}` with 200. `search` tells a filter (for `/search`) from
+/// a query with commands (for `/query`).
+async fn validate(
+    State(app): State<Arc<App>>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    let result = params_from_query(params).map(|params| {
+        let query = match kubetrail_query::parse_with(params.text(), &app.api.settings.limits) {
+            Ok(query) => query,
+            Err(e) => {
+                return json!({
+                    "ok": false,
+                    "error": e.message,
+                    "position": e.position,
+                    "limit": e.limit,
+                });
+            }
+        };
+        let command = query.pipes.iter().find_map(|p| match p {
+            Pipe::Stats { .. } => Some("stats"),
+            Pipe::Timechart { .. } => Some("timechart"),
+            Pipe::Top { .. } => Some("top"),
+            _ => None,
+        });
+        json!({"ok": true, "search": query.pipes.is_empty(), "command": command})
+    });
+    respond(result)
 }
 
 /// An error answer: `{"status": 400, "error": "...", "position": 12, "limit": "query.maxDepth"}`.

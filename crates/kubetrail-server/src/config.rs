@@ -389,6 +389,13 @@ pub struct ApiConfig {
     /// Files holding one token each (mounted Secrets), read at start.
     #[serde(default)]
     pub token_files: Vec<PathBuf>,
+    /// Read-only tokens (the web UI's viewers): they search, query and read reports, but
+    /// cannot create or delete monitors, switch exclusion filters or replay quarantine.
+    #[serde(default)]
+    pub viewer_tokens: Vec<String>,
+    /// Files holding one read-only token each.
+    #[serde(default)]
+    pub viewer_token_files: Vec<PathBuf>,
     /// Queries running at once; more wait their turn (default 2).
     #[serde(default = "default_concurrent_queries")]
     pub max_concurrent_queries: usize,
@@ -403,6 +410,8 @@ impl Default for ApiConfig {
         ApiConfig {
             tokens: Vec::new(),
             token_files: Vec::new(),
+            viewer_tokens: Vec::new(),
+            viewer_token_files: Vec::new(),
             max_concurrent_queries: default_concurrent_queries(),
         }
     }

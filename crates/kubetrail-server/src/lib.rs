@@ -622,41 +622,71 @@ fn transforms(config: &ServeConfig) -> Result<Transforms, ServerError> {
     })
 }
 
-/// The API's tokens: the configured ones, or a generated one kept in the data directory.
+/// The API's tokens with their roles: the configured ones, or a generated one (full access)
+/// kept in the data directory when no full-access token is configured.
 fn api_tokens(
     config: &ServeConfig,
     data: &std::path::Path,
-) -> Result<(Vec<String>, Option<PathBuf>), ServerError> {
-    let mut tokens: Vec<String> = config
-        .api
-        .tokens
+) -> Result<(Vec<api::ApiToken>, Option<PathBuf>), ServerError> {
+    let read = |key: &str, inline: &[String], files: &[PathBuf], role: api::Role| {
+        let mut tokens: Vec<api::ApiToken> = inline
+            .iter()
+            .map(|t| api::ApiToken::new(t.trim(), role))
+            .collect();
+        for file in files {
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| value_error(key, format!("{}: {e}", file.display())))?;
+            tokens.push(api::ApiToken::new(token.trim(), role));
+        }
+        if let Some(short) = tokens.iter().find(|t| t.secret.len() < 16) {
+            return Err(value_error(
+                key,
+                format!(
+                    "a token of {} characters is too short; use a long random secret (openssl rand -hex 32)",
+                    short.secret.len()
+                ),
+            ));
+        }
+        Ok(tokens)
+    };
+    let api = &config.api;
+    let mut tokens = read(
+        "api.tokens",
+        &api.tokens,
+        &api.token_files,
+        api::Role::Admin,
+    )?;
+    let viewers = read(
+        "api.viewerTokens",
+        &api.viewer_tokens,
+        &api.viewer_token_files,
+        api::Role::Viewer,
+    )?;
+    if let Some(shared) = viewers
         .iter()
-        .map(|t| t.trim().to_owned())
-        .collect();
-    for file in &config.api.token_files {
-        let token = std::fs::read_to_string(file)
-            .map_err(|e| value_error("api.tokenFiles", format!("{}: {e}", file.display())))?;
-        tokens.push(token.trim().to_owned());
-    }
-    if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
+        .find(|v| tokens.iter().any(|t| t.secret == v.secret))
+    {
         return Err(value_error(
-            "api.tokens",
+            "api.viewerTokens",
             format!(
-                "a token of {} characters is too short; use a long random secret (openssl rand -hex 32)",
-                short.len()
+                "a token of {} characters is both a full-access and a read-only token",
+                shared.secret.len()
             ),
         ));
     }
-    if !tokens.is_empty() {
-        return Ok((tokens, None));
+    let mut generated = None;
+    if tokens.is_empty() {
+        let (token, path) = api::generated_token(data).map_err(|e| {
+            value_error(
+                "api.tokens",
+                format!("cannot keep a generated token in {}: {e}", data.display()),
+            )
+        })?;
+        tokens.push(api::ApiToken::new(&token, api::Role::Admin));
+        generated = Some(path);
     }
-    let (token, path) = api::generated_token(data).map_err(|e| {
-        value_error(
-            "api.tokens",
-            format!("cannot keep a generated token in {}: {e}", data.display()),
-        )
-    })?;
-    Ok((vec![token], Some(path)))
+    tokens.extend(viewers);
+    Ok((tokens, generated))
 }
 
 fn credentials(config: &ServeConfig) -> Result<Credentials, ServerError> {
