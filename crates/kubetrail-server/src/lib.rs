@@ -18,6 +18,7 @@ mod exclusions;
 pub mod metrics;
 mod monitors;
 mod quarantine;
+mod ui;
 pub mod units;
 mod webhook;
 
@@ -818,6 +819,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status))
+        .route("/ui/{*path}", get(ui::asset))
+        .fallback(ui::page)
         .with_state(app)
 }
 

@@ -227,6 +227,11 @@ fn print_banner(config: &ServeConfig, server: &Server) {
         Some(file) => format!("$(cat {})", file.display()),
         None => "<api token>".to_owned(),
     };
+    let login = match server.api_token_file() {
+        Some(file) => format!("log in with the token in {}", file.display()),
+        None => "log in with an api.tokens or api.viewerTokens token".to_owned(),
+    };
+    lines.push(format!("  UI: {scheme}://{addr}/ ({login}; docs/ui.md)"));
     lines.push(format!(
         "  API: curl -H \"Authorization: Bearer {token}\" '{scheme}://{addr}/api/v1/search?q=code:403' (docs/api.md)"
     ));

@@ -15,6 +15,7 @@ mod rbac;
 mod report;
 mod serve;
 mod store;
+mod ui;
 
 fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
