@@ -263,6 +263,7 @@ test('reports, actor, denials and monitors pages render and pass axe', async () 
   for (const [name, url, ready] of [
     ['reports', '/reports', 'Reports'],
     ['report', '/reports/auth-failures?range=all', 'Failures by status'],
+    ['rollout', '/reports/rollout?object=deployments/audit-demo/web&range=all', 'The chain of actions'],
     ['actor', '/actor?user=admin&range=all', 'Actions (verb × resource), first seen first'],
     ['denied', '/denied?range=all', null],
     ['monitors', '/monitors', 'Monitors'],
@@ -270,6 +271,7 @@ test('reports, actor, denials and monitors pages render and pass axe', async () 
     await page.goto(BASE + url);
     await settle();
     if (ready) await page.getByRole('heading', { name: ready }).first().waitFor();
+    if (name === 'rollout') assert.ok((await page.locator('.timeline > li').count()) > 3, 'the rollout is a timeline');
     await shot(`09-${name}`);
     await axe(name);
   }

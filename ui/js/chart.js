@@ -90,7 +90,7 @@ export function TimeChart({ x, series, kind = 'line', height = 260, onPick, onZo
       // Times in UTC, as the events and the table show them.
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'),
       scales: { x: { time: true } },
-      axes: [{}, { values: (u, ticks) => ticks.map((t) => (format ? format(t) : compact(t))), size: 70 }],
+      axes: [{ values: (u, ticks) => timeTicks(ticks), space: 70 }, { values: (u, ticks) => ticks.map((t) => (format ? format(t) : compact(t))), size: 70 }],
       series: [{ value: (u, v) => (v === null ? '' : new Date(v * 1000).toISOString().replace('T', ' ').slice(0, 19)) },
         ...series.map((s, i) => ({
           label: s.label,
@@ -129,6 +129,20 @@ export function TimeChart({ x, series, kind = 'line', height = 260, onPick, onZo
     return () => { resize.disconnect(); plot.destroy(); };
   }, [x, series, kind, height]);
   return html`<div class="uplot-box" ref=${box}></div>`;
+}
+
+/** Time axis labels in UTC, 24-hour: the date where it changes, the time at the tick's grain. */
+function timeTicks(ticks) {
+  const grain = ticks.length > 1 ? ticks[1] - ticks[0] : 60;
+  let day = null;
+  return ticks.map((t) => {
+    const iso = new Date(t * 1000).toISOString();
+    const date = iso.slice(5, 10);
+    const time = grain >= 86400 ? '' : grain >= 60 ? iso.slice(11, 16) : iso.slice(11, 19);
+    const label = date !== day ? `${date} ${time}`.trim() : time;
+    day = date;
+    return label;
+  });
 }
 
 /** Numbers for axes: 1.2k, 3.4M. */

@@ -305,23 +305,17 @@ function Results({ params, set, onSelect }) {
  */
 class Rows extends Component {
   shouldComponentUpdate(next) {
-    return next.hits !== this.props.hits || next.columns !== this.props.columns;
-  }
-
-  componentDidUpdate(previous) {
-    if (previous.selected !== this.props.selected) this.markSelected();
-  }
-
-  componentDidMount() {
-    this.markSelected();
+    const rerender = next.hits !== this.props.hits || next.columns !== this.props.columns;
+    if (!rerender && next.selected !== this.props.selected) this.markSelected(next.selected);
+    return rerender;
   }
 
   /** aria-selected on the open event's row, set directly (see above). */
-  markSelected() {
+  markSelected(selected) {
     const body = this.base && this.base.parentNode;
     if (!body) return;
     for (const tr of body.querySelectorAll('tr[aria-selected=true]')) tr.setAttribute('aria-selected', 'false');
-    const row = this.props.selected && body.querySelector(`tr[data-id="${CSS.escape(this.props.selected)}"]`);
+    const row = selected && body.querySelector(`tr[data-id="${CSS.escape(selected)}"]`);
     if (row) row.setAttribute('aria-selected', 'true');
   }
 

@@ -108,8 +108,19 @@ function ReportBody({ report }) {
   </div>`;
 }
 
+/** A chain of steps in time (the rollout trace): a timeline, each step with who did what. */
+function Timeline({ rows }) {
+  return html`<ol class="timeline">${rows.slice(0, 500).map((row) => html`<li>
+    <div><strong>${formatTime(row.time)}</strong>${' · '}${row.step}</div>
+    <div class="muted">${Object.entries(row).filter(([k, v]) => k !== 'time' && k !== 'step' && v !== '' && v !== null).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' · ')}</div>
+  </li>`)}</ol>`;
+}
+
 function Section({ section }) {
   const rows = section.rows || [];
+  if (rows.length && 'step' in rows[0] && 'time' in rows[0]) {
+    return html`<section class="chart" aria-label=${section.title}><h2>${section.title}</h2><${Timeline} rows=${rows} /></section>`;
+  }
   const columns = rows.length ? Object.keys(rows[0]) : [];
   const result = { columns, rows };
   const layout = shape(result);
