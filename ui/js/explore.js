@@ -124,42 +124,61 @@ function Histogram({ params, onZoom }) {
   </section>`;
 }
 
-/** The facet sidebar: value counts of the audit fields for the query. */
+/** Facets open when the page loads; the others are counted when opened. */
+const OPEN_FACETS = ['verb', 'resource', 'user', 'code'];
+
+/**
+ * The facet sidebar: value counts of the audit fields for the query. Only open facets are
+ * counted (one scan of the store each): on a large store the closed ones cost nothing until
+ * someone opens them.
+ */
 function Facets({ q, range, onFilter }) {
-  const [facets, setFacets] = useState(null);
+  const [open, setOpen] = useState(() => new Set(OPEN_FACETS));
+  const [counted, setCounted] = useState({ key: null, fields: {} });
   const [error, setError] = useState(null);
-  const [loadedKey, setLoadedKey] = useState(null);
   const search = splitPipes(q).search;
   const key = [search, range.since, range.from, range.to].join('\n');
-  useEffect(() => {
+  const count = (fields, merge) => {
     const controller = new AbortController();
     // After the search's request (see the histogram).
-    const timer = setTimeout(() => api('facets', { ...range, q: search, fields: FACET_FIELDS.join(','), limit: 10 }, { signal: controller.signal })
-      .then((answer) => { setFacets(answer); setError(null); setLoadedKey(key); })
-      .catch((e) => { if (!aborted(e)) { setError(e.message); setLoadedKey(key); } }), 0);
+    const timer = setTimeout(() => api('facets', { ...range, q: search, fields: fields.join(','), limit: 10 }, { signal: controller.signal })
+      .then((answer) => {
+        const values = Object.fromEntries(answer.facets.map((f) => [f.field, f.values]));
+        setCounted((c) => ({ key, fields: merge && c.key === key ? { ...c.fields, ...values } : values }));
+        setError(null);
+      })
+      .catch((e) => { if (!aborted(e)) { setError(e.message); setCounted((c) => ({ ...c, key })); } }), 0);
     return () => { clearTimeout(timer); controller.abort(); };
-  }, [key]);
-  return html`<section class="facets" aria-label="Facets" aria-busy=${loadedKey !== key}>
+  };
+  useEffect(() => count(FACET_FIELDS.filter((f) => open.has(f)), false), [key]);
+  const toggle = (field, isOpen) => {
+    const next = new Set(open);
+    if (isOpen) next.add(field); else next.delete(field);
+    setOpen(next);
+    if (isOpen && !(counted.key === key && field in counted.fields)) count([field], true);
+  };
+  const busy = counted.key !== key || FACET_FIELDS.some((f) => open.has(f) && !(f in counted.fields));
+  return html`<section class="facets" aria-label="Facets" aria-busy=${busy}>
     <h2 class="sr-only">Facets</h2>
     ${error && html`<p class="error">${error}</p>`}
-    ${!facets && !error && html`<p class="muted">Counting…</p>`}
-    ${facets && facets.facets.map((f) => html`<${Facet} key=${f.field} facet=${f} q=${q} search=${search} range=${range} onFilter=${onFilter} />`)}
+    ${FACET_FIELDS.map((field) => html`<${Facet} key=${field} field=${field} open=${open.has(field)}
+      values=${counted.key === key ? counted.fields[field] : undefined} onToggle=${toggle}
+      q=${q} search=${search} range=${range} onFilter=${onFilter} />`)}
   </section>`;
 }
 
-function Facet({ facet, q, search, range, onFilter }) {
-  const [values, setValues] = useState(facet.values);
+function Facet({ field, open, values: counted, onToggle, q, search, range, onFilter }) {
+  const [values, setValues] = useState(counted || []);
   const [limit, setLimit] = useState(10);
   const [filter, setFilter] = useState('');
-  const [open, setOpen] = useState(facet.values.length > 0 && ['verb', 'resource', 'user', 'code'].includes(facet.field));
-  useEffect(() => { setValues(facet.values); setLimit(10); }, [facet]);
+  useEffect(() => { setValues(counted || []); setLimit(10); }, [counted]);
   // Searching a facet asks the server for matching values, not only the loaded ones.
   useEffect(() => {
     if (!filter) { return undefined; }
     const controller = new AbortController();
     const timer = setTimeout(() => {
-      const term = `${facet.field}:*${filter.replace(/[\\"*]/g, '')}*`;
-      api('facets', { ...range, q: search ? `${search} ${term}` : term, fields: facet.field, limit: 100 }, { signal: controller.signal })
+      const term = `${field}:*${filter.replace(/[\\"*]/g, '')}*`;
+      api('facets', { ...range, q: search ? `${search} ${term}` : term, fields: field, limit: 100 }, { signal: controller.signal })
         .then((answer) => setValues((answer.facets[0] || {}).values || []))
         .catch(() => {});
     }, 200);
@@ -167,25 +186,26 @@ function Facet({ facet, q, search, range, onFilter }) {
   }, [filter]);
   const more = () => {
     const next = limit < 100 ? 100 : 1000;
-    api('facets', { ...range, q: search, fields: facet.field, limit: next })
+    api('facets', { ...range, q: search, fields: field, limit: next })
       .then((answer) => { setValues((answer.facets[0] || {}).values || []); setLimit(next); })
       .catch(() => {});
   };
   const shown = filter ? values.filter((v) => String(v.value).toLowerCase().includes(filter.toLowerCase())) : values;
-  return html`<details open=${open} onToggle=${(e) => setOpen(e.currentTarget.open)}>
-    <summary>${facet.field}<span class="muted">${facet.values.length >= 10 ? '10+' : facet.values.length}</span></summary>
-    ${open && html`<div>
-      <input type="search" aria-label=${`Search ${facet.field} values`} placeholder=${`Search ${facet.field}…`} value=${filter} onInput=${(e) => setFilter(e.currentTarget.value)} />
+  return html`<details open=${open} onToggle=${(e) => e.currentTarget.open !== open && onToggle(field, e.currentTarget.open)} aria-busy=${open && !counted}>
+    <summary>${field}<span class="muted">${counted ? (counted.length >= 10 ? '10+' : counted.length) : ''}</span></summary>
+    ${open && !counted && html`<p class="muted">Counting…</p>`}
+    ${open && counted && html`<div>
+      <input type="search" aria-label=${`Search ${field} values`} placeholder=${`Search ${field}…`} value=${filter} onInput=${(e) => setFilter(e.currentTarget.value)} />
       <ul>${shown.map((v) => {
         const value = v.value === null ? null : String(v.value);
-        const included = value !== null && hasTerm(q, facet.field, value);
-        const excluded = value !== null && hasTerm(q, facet.field, value, true);
+        const included = value !== null && hasTerm(q, field, value);
+        const excluded = value !== null && hasTerm(q, field, value, true);
         return html`<li key=${value}>
           <button class="value" aria-pressed=${included} title=${value === null ? '(none)' : value}
-            onClick=${() => value !== null && onFilter(facet.field, value, false)}>${value === null ? html`<i>(none)</i>` : value === '' ? html`<i>(empty)</i>` : value}</button>
+            onClick=${() => value !== null && onFilter(field, value, false)}>${value === null ? html`<i>(none)</i>` : value === '' ? html`<i>(empty)</i>` : value}</button>
           <span class="count">${compact(v.count)}</span>
-          <button class="exclude" aria-pressed=${excluded} aria-label=${`Exclude ${facet.field} ${value}`} title="Exclude"
-            onClick=${() => value !== null && onFilter(facet.field, value, true)}>−</button>
+          <button class="exclude" aria-pressed=${excluded} aria-label=${`Exclude ${field} ${value}`} title="Exclude"
+            onClick=${() => value !== null && onFilter(field, value, true)}>−</button>
         </li>`;
       })}</ul>
       ${!filter && values.length >= limit && limit < 1000 && html`<button class="more" onClick=${more}>Show ${limit < 100 ? 100 : 1000} values</button>`}
