@@ -248,7 +248,7 @@ test('clicking a bar drills down: resource, then namespace, then source IP', asy
 });
 
 test('a URL copied from one page opens the same view in a fresh session', async () => {
-  await page.goto(`${BASE}/explore?range=all&q=${encodeURIComponent('code:403 | stats count() by user | sort -count')}&chart=table`);
+  await page.goto(`${BASE}/explore?range=all&q=${encodeURIComponent('code:403 | stats count() by user | sort -count, user')}&chart=table`);
   await settle();
   const url = page.url();
   const before = await page.getByRole('region', { name: 'Query result' }).locator('tbody').textContent();
@@ -258,7 +258,7 @@ test('a URL copied from one page opens the same view in a fresh session', async 
   await login(fresh, TOKEN, url.slice(BASE.length));
   await settle();
   assert.equal(fresh.url(), url);
-  assert.equal(await fresh.getByRole('combobox', { name: 'Query', exact: true }).inputValue(), 'code:403 | stats count() by user | sort -count');
+  assert.equal(await fresh.getByRole('combobox', { name: 'Query', exact: true }).inputValue(), 'code:403 | stats count() by user | sort -count, user');
   assert.equal(await fresh.getByRole('region', { name: 'Query result' }).locator('tbody').textContent(), before);
   await first.close();
 });

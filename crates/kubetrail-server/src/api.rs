@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use kubetrail_query::{
     CompileOptions, CompiledSql, DataFusionDialect, Field, Param, Pipe, QueryError, QueryLimits,
-    SearchCursor, compile, compile_search,
+    SearchCursor, compile, compile_search, compile_search_times,
 };
 use kubetrail_report::rbac::{Subject, SuggestOptions};
 use kubetrail_report::{REPORTS, ReportError, ReportOptions};
@@ -641,8 +641,10 @@ async fn run_search(
     let limit = params.limit(50, 1000)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let options = params.compile_options(limits)?;
-    // One row more than the page tells whether there is a next page.
-    let compiled = compile_search(
+    // One row more than the page tells whether there is a next page. Two steps: the page's
+    // times first (the time column alone), then the page from the oldest of them on, so the
+    // complete events are read from the few row groups the page lies in only.
+    let times = compile_search_times(
         &query,
         &DataFusionDialect,
         &options,
@@ -650,6 +652,27 @@ async fn run_search(
         limit + 1,
     );
     let rows = with_engine(app, move |engine| {
+        let batches = engine.query(&times).map_err(ApiError::from_store)?;
+        let mut options = options.clone();
+        let oldest = batches
+            .iter()
+            .filter_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            })
+            .flat_map(|times| times.iter().flatten())
+            .min();
+        if let Some(oldest) = oldest {
+            options.from_micros = Some(options.from_micros.map_or(oldest, |f| f.max(oldest)));
+        }
+        let compiled = compile_search(
+            &query,
+            &DataFusionDialect,
+            &options,
+            after.as_ref(),
+            limit + 1,
+        );
         engine.query(&compiled).map_err(ApiError::from_store)
     })
     .await?;
