@@ -141,7 +141,7 @@ function Facets({ q, range, onFilter }) {
   const count = (fields, merge) => {
     const controller = new AbortController();
     // After the search's request (see the histogram).
-    const timer = setTimeout(() => api('facets', { ...range, q: search, fields: fields.join(','), limit: 10 }, { signal: controller.signal })
+    const timer = setTimeout(() => api('facets', { ...range, q: search, fields: fields.join(','), limit: 10, total: false }, { signal: controller.signal })
       .then((answer) => {
         const values = Object.fromEntries(answer.facets.map((f) => [f.field, f.values]));
         setCounted((c) => ({ key, fields: merge && c.key === key ? { ...c.fields, ...values } : values }));
