@@ -117,6 +117,13 @@ const ERROR_AFTER: i64 = 60_000_000;
 /// window, and at least this long, before the groups go to NoData.
 const NO_DATA_AFTER: i64 = 300_000_000;
 
+/// The alerts of one notification that may read their sample events from the store when the
+/// stream kept none for them (a monitor not fed by the stream, a window older than its cut, a
+/// group beyond the feed's sample budget); the others go without samples. Each such read is a
+/// query at the monitors' low priority: one per alert made a window where hundreds of groups
+/// fire hold up every monitor after it.
+const STORE_SAMPLED_ALERTS: usize = 5;
+
 /// Saved state of one monitor.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SavedMonitor {
@@ -728,7 +735,6 @@ impl Live {
                         record,
                     },
                     at,
-                    engine,
                 ));
                 told.push((
                     key.clone(),
@@ -762,7 +768,6 @@ impl Live {
                         record: &record,
                     },
                     at,
-                    engine,
                 ));
                 told.push((key.clone(), None));
             }
@@ -772,6 +777,7 @@ impl Live {
             alerts.sort_by(|a, b| {
                 (a.status != Status::Firing, &a.group).cmp(&(b.status != Status::Firing, &b.group))
             });
+            sample_from_store(&mut alerts, engine, &spec, at);
             let notification = self.notification(&spec, at, alerts, &told, now);
             if self.enqueue(&notification, &spec.notify) {
                 monitor.am_refreshed = now;
@@ -806,7 +812,6 @@ impl Live {
                             record,
                         },
                         at,
-                        engine,
                     ))
                 })
                 .collect();
@@ -880,14 +885,9 @@ impl Live {
         }
     }
 
-    fn alert(
-        &self,
-        eval: &MonitorEval,
-        key: &GroupKey,
-        told: Told<'_>,
-        at: i64,
-        engine: &QueryEngine,
-    ) -> Alert {
+    /// One alert of a notification, with the sample events the stream kept for it (the
+    /// notification reads the store for a few that have none: [`Live::sample_from_store`]).
+    fn alert(&self, eval: &MonitorEval, key: &GroupKey, told: Told<'_>, at: i64) -> Alert {
         let Told {
             status,
             level,
@@ -966,10 +966,7 @@ impl Live {
                     .filter_map(|e| serde_json::from_str(e).ok())
                     .collect()
             });
-            (
-                kept.unwrap_or_else(|| samples(engine, spec, &group, from, to)),
-                self.link(spec, &group, from, to),
-            )
+            (kept.unwrap_or_default(), self.link(spec, &group, from, to))
         } else {
             (Vec::new(), self.link(spec, &group, since - spec.window, at))
         };
@@ -1212,6 +1209,18 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// Up to three events of the group in the window, newest first, as stored (redacted).
+/// Sample events from the store for the first firing alerts the stream kept none for (a
+/// monitor not fed by the stream, a window older than its cut, a group beyond the feed's
+/// sample budget), [`STORE_SAMPLED_ALERTS`] at most: each is a query.
+fn sample_from_store(alerts: &mut [Alert], engine: &QueryEngine, spec: &MonitorSpec, at: i64) {
+    let lacking = alerts
+        .iter_mut()
+        .filter(|a| a.status == Status::Firing && a.samples.is_empty());
+    for alert in lacking.take(STORE_SAMPLED_ALERTS) {
+        alert.samples = samples(engine, spec, &alert.group, at - spec.window, at);
+    }
+}
+
 fn samples(
     engine: &QueryEngine,
     spec: &MonitorSpec,

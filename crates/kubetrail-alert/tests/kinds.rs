@@ -643,3 +643,46 @@ fn groups_without_data_or_with_failing_queries_have_states_of_their_own() {
     assert!(transitions.iter().any(|t| t.state == Change::Error));
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// Sample events read from the store cost a query each: a notification reads them for its
+/// first few alerts only, however many groups fire.
+#[test]
+fn a_notification_reads_store_samples_for_a_few_alerts_only() {
+    const USERS: [&str; 8] = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
+    let requests: Vec<Request> = USERS
+        .iter()
+        .flat_map(|user| steady(DAY, DAY + 10 * MINUTE, 20, user, "prod"))
+        .map(|(at, user, cluster, _)| (at, user, cluster, 403))
+        .collect();
+    let store = store("sample-budget", &requests);
+    let state = std::env::temp_dir().join(format!(
+        "kubetrail-alert-sample-budget-state-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&state);
+    let text = format!(
+        "monitors:\n\
+         - name: forbidden\n  query: 'code:403 | stats count() by user'\n  window: 2m\n  every: 1m\n  alert: '> 10'\n  notify: [log]\n\
+         channels:\n  - name: log\n    type: file\n    path: {}\n",
+        state.join("alerts.jsonl").display()
+    );
+    let mut live = start_live(&state, &text, &store, DAY + 3 * MINUTE);
+    for minute in 3..=5 {
+        let now = DAY + minute * MINUTE;
+        live.round(&store.engine, |_, _| Some(now), now);
+    }
+    let pending = std::fs::read_dir(state.join("outbox/pending")).unwrap();
+    let firing: Vec<serde_json::Value> = pending
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .flat_map(|entry: serde_json::Value| {
+            entry["notification"]["alerts"].as_array().unwrap().clone()
+        })
+        .collect();
+    assert_eq!(firing.len(), USERS.len(), "one firing alert per user");
+    let sampled: Vec<usize> = firing
+        .iter()
+        .map(|a| a["samples"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sampled, [3, 3, 3, 3, 3, 0, 0, 0], "{sampled:?}");
+    let _ = std::fs::remove_dir_all(&state);
+}
