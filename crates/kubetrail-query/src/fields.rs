@@ -175,6 +175,162 @@ impl JsonColumn {
     }
 }
 
+/// One field of the pod-spec view (`pod.privileged`, `pod.image`, …): the same question asked of
+/// a Pod, the pod template of a Deployment, ReplicaSet, StatefulSet, DaemonSet, Job or
+/// ReplicationController, a CronJob's job template and a PodTemplate, in every kind of container
+/// (`containers`, `initContainers`, `ephemeralContainers`). Detections need it: a privileged
+/// DaemonSet is a human's request, while the pods its controller creates later are the
+/// controller's.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PodFieldDef {
+    /// The name after `pod.`.
+    pub name: &'static str,
+    /// Paths below the pod spec (`hostNetwork`, `volumes.hostPath.path`).
+    pub pod_paths: &'static [&'static str],
+    /// Paths below each container (`securityContext.privileged`).
+    pub container_paths: &'static [&'static str],
+    /// What it is, for the docs and completion.
+    pub doc: &'static str,
+}
+
+/// The container lists of a pod spec.
+pub const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+macro_rules! pod_field {
+    ($name:literal, [$($pod:literal),*], [$($container:literal),*], $doc:literal) => {
+        PodFieldDef { name: $name, pod_paths: &[$($pod),*], container_paths: &[$($container),*], doc: $doc }
+    };
+}
+
+/// Every field of the pod-spec view.
+pub static POD_FIELDS: &[PodFieldDef] = &[
+    pod_field!("image", [], ["image"], "a container's image"),
+    pod_field!("container", [], ["name"], "a container's name"),
+    pod_field!(
+        "command",
+        [],
+        ["command", "args"],
+        "an element of a container's command or args"
+    ),
+    pod_field!(
+        "privileged",
+        [],
+        ["securityContext.privileged"],
+        "a container's securityContext.privileged"
+    ),
+    pod_field!(
+        "allowPrivilegeEscalation",
+        [],
+        ["securityContext.allowPrivilegeEscalation"],
+        "a container's securityContext.allowPrivilegeEscalation"
+    ),
+    pod_field!(
+        "capabilities",
+        [],
+        ["securityContext.capabilities.add"],
+        "a capability a container adds"
+    ),
+    pod_field!(
+        "procMount",
+        [],
+        ["securityContext.procMount"],
+        "a container's /proc mount type"
+    ),
+    pod_field!(
+        "runAsUser",
+        ["securityContext.runAsUser"],
+        ["securityContext.runAsUser"],
+        "the pod's or a container's runAsUser"
+    ),
+    pod_field!(
+        "runAsNonRoot",
+        ["securityContext.runAsNonRoot"],
+        ["securityContext.runAsNonRoot"],
+        "the pod's or a container's runAsNonRoot"
+    ),
+    pod_field!(
+        "seccomp",
+        ["securityContext.seccompProfile.type"],
+        ["securityContext.seccompProfile.type"],
+        "the pod's or a container's seccomp profile type"
+    ),
+    pod_field!("hostNetwork", ["hostNetwork"], [], "the pod's hostNetwork"),
+    pod_field!("hostPID", ["hostPID"], [], "the pod's hostPID"),
+    pod_field!("hostIPC", ["hostIPC"], [], "the pod's hostIPC"),
+    pod_field!(
+        "hostPath",
+        ["volumes.hostPath.path"],
+        [],
+        "the path of a hostPath volume"
+    ),
+    pod_field!(
+        "hostPort",
+        [],
+        ["ports.hostPort"],
+        "a host port a container binds"
+    ),
+    pod_field!(
+        "serviceAccountName",
+        ["serviceAccountName", "serviceAccount"],
+        [],
+        "the pod's service account"
+    ),
+    pod_field!(
+        "automountServiceAccountToken",
+        ["automountServiceAccountToken"],
+        [],
+        "the pod's automountServiceAccountToken"
+    ),
+    pod_field!("nodeName", ["nodeName"], [], "the node the pod is bound to"),
+];
+
+impl PodFieldDef {
+    /// The paths, from the top of a request body whose pod spec lies at `root`, that hold this
+    /// field's values.
+    pub fn paths_below(&'static self, root: &'static str) -> impl Iterator<Item = String> {
+        let pod = self.pod_paths.iter().map(move |p| format!("{root}.{p}"));
+        let containers = CONTAINER_LISTS.iter().flat_map(move |list| {
+            self.container_paths
+                .iter()
+                .map(move |p| format!("{root}.{list}.{p}"))
+        });
+        pod.chain(containers)
+    }
+}
+
+/// Where the pod spec lies in request bodies of each resource: the resources, whether the
+/// `ephemeralcontainers` subresource counts too, and the path. Only writes of the object itself
+/// carry a spec someone chose (`pods/status` updates repeat a running pod's whole spec, which
+/// would blame the kubelet for its pod's settings).
+pub const POD_SPEC_ROOTS: &[(&[&str], bool, &str)] = &[
+    (&["pods"], true, "spec"),
+    (
+        &[
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "daemonsets",
+            "jobs",
+            "replicationcontrollers",
+        ],
+        false,
+        "spec.template.spec",
+    ),
+    (&["cronjobs"], false, "spec.jobTemplate.spec.template.spec"),
+    (&["podtemplates"], false, "template.spec"),
+];
+
+/// The path of the pod spec in a request body on `resource`/`subresource`, if it has one.
+pub fn pod_spec_root(resource: &str, subresource: &str) -> Option<&'static str> {
+    POD_SPEC_ROOTS
+        .iter()
+        .find(|(resources, ephemeral, _)| {
+            resources.contains(&resource)
+                && (subresource.is_empty() || (*ephemeral && subresource == "ephemeralcontainers"))
+        })
+        .map(|(_, _, root)| *root)
+}
+
 /// A field a query names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
@@ -189,6 +345,11 @@ pub enum Field {
         /// The path below it (for annotations, one key; empty for a whole body).
         path: Vec<String>,
     },
+    /// A field of the pod-spec view of a request body: `pod.privileged`.
+    Pod(&'static PodFieldDef),
+    /// The values of one query parameter of the request URI, decoded: `param.command` (an
+    /// exec's command, one value per `command=`), `param.watch`.
+    Param(String),
 }
 
 impl Field {
@@ -207,6 +368,30 @@ impl Field {
                     path: Vec::new(),
                 });
             }
+        }
+        if let Some(rest) = name.strip_prefix("pod.") {
+            return POD_FIELDS
+                .iter()
+                .find(|f| f.name == rest)
+                .map(Field::Pod)
+                .ok_or_else(|| {
+                    QueryError::at(
+                        position,
+                        format!(
+                            "unknown field `{name}` (the pod view has pod.{})",
+                            POD_FIELDS
+                                .iter()
+                                .map(|f| f.name)
+                                .collect::<Vec<_>>()
+                                .join(", pod.")
+                        ),
+                    )
+                });
+        }
+        if let Some(rest) = name.strip_prefix("param.")
+            && !rest.is_empty()
+        {
+            return Ok(Field::Param(rest.to_owned()));
         }
         for column in [
             JsonColumn::RequestObject,
@@ -231,7 +416,7 @@ impl Field {
         Err(QueryError::at(
             position,
             format!(
-                "unknown field `{name}`{suggestion} (fields: {}; or requestObject[.…], responseObject[.…], annotations.…)",
+                "unknown field `{name}`{suggestion} (fields: {}; or requestObject[.…], responseObject[.…], annotations.…, pod.…, param.…)",
                 FIELDS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
             ),
         ))
@@ -243,15 +428,24 @@ impl Field {
         match self {
             Field::Column(def) => matches!(def.kind, FieldKind::Text | FieldKind::List),
             Field::Json { column, .. } => *column == JsonColumn::Annotations,
+            Field::Pod(_) | Field::Param(_) => false,
         }
     }
 
-    /// The field's type; paths into JSON are text.
+    /// The field's type; paths into JSON are text, and the pod view and query parameters are
+    /// lists (a pod has several containers; a parameter may be given several times).
     pub fn kind(&self) -> FieldKind {
         match self {
             Field::Column(def) => def.kind,
             Field::Json { .. } => FieldKind::Text,
+            Field::Pod(_) | Field::Param(_) => FieldKind::List,
         }
+    }
+
+    /// Whether the field can only be searched (not grouped by, aggregated or shown as a
+    /// column): the pod view and query parameters are read from the event when matching.
+    pub fn is_search_only(&self) -> bool {
+        matches!(self, Field::Pod(_) | Field::Param(_))
     }
 
     /// The name used in output.
@@ -260,6 +454,8 @@ impl Field {
             Field::Column(def) => def.name.to_owned(),
             Field::Json { column, path } if path.is_empty() => column.prefix().to_owned(),
             Field::Json { column, path } => format!("{}.{}", column.prefix(), path.join(".")),
+            Field::Pod(def) => format!("pod.{}", def.name),
+            Field::Param(name) => format!("param.{name}"),
         }
     }
 }

@@ -21,10 +21,15 @@ mod sql;
 
 pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey, ValueSet};
 pub use error::QueryError;
-pub use fields::{FIELDS, Field, FieldDef, FieldKind, JsonColumn, parse_duration_micros};
+pub use fields::{
+    CONTAINER_LISTS, FIELDS, Field, FieldDef, FieldKind, JsonColumn, POD_FIELDS, POD_SPEC_ROOTS,
+    PodFieldDef, parse_duration_micros, pod_spec_root,
+};
 pub use lexer::CompareOp;
 pub use limits::QueryLimits;
-pub use matcher::{Matcher, Value, field_value, value_of, wildcard_match};
+pub use matcher::{
+    Evidence, Matcher, Value, field_value, uri_param_values, value_of, wildcard_match,
+};
 pub use parser::{parse, parse_with};
 pub use sql::{
     CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, PartialKind,

@@ -10,7 +10,7 @@ use kubetrail_event::AuditEvent;
 
 use crate::ast::{Expr, Literal, Pattern, Query};
 use crate::error::QueryError;
-use crate::fields::{Field, JsonColumn};
+use crate::fields::{Field, JsonColumn, PodFieldDef, pod_spec_root};
 use crate::lexer::CompareOp;
 
 /// A compiled search for matching events one by one.
@@ -47,6 +47,23 @@ impl Matcher {
             time: None,
         };
         self.expr.as_ref().is_none_or(|e| context.eval(e))
+    }
+
+    /// Why `event` matches, or None when it does not: for each search term that held on the
+    /// way to the match (the first alternative of an `OR` that did), the field and the value
+    /// that satisfied it. Negated terms hold by an absence and add nothing. What a detection
+    /// finding says about its event.
+    pub fn explain(&self, event: &AuditEvent<'_>, cluster: &str) -> Option<Vec<Evidence>> {
+        let context = Context {
+            event,
+            cluster,
+            time: None,
+        };
+        let mut evidence = Vec::new();
+        match &self.expr {
+            None => Some(evidence),
+            Some(expr) => context.explain(expr, &mut evidence).then_some(evidence),
+        }
     }
 
     /// Whether `event` matches once stored under `time_micros` (the store files an event
@@ -105,6 +122,16 @@ pub fn value_of<'v>(field: &Field, event: &'v AuditEvent<'_>, cluster: &'v str) 
         FieldValue::Int(n) => Value::Int(n),
         FieldValue::Bool(b) => Value::Bool(b),
     }
+}
+
+/// One term of a search that held for an event: the field (or `text` for free text) and the
+/// value that satisfied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The field as written in output (`pod.privileged`, `verb`).
+    pub field: String,
+    /// The event's value that satisfied the term.
+    pub value: String,
 }
 
 struct Context<'e, 'a> {
@@ -187,6 +214,78 @@ impl<'e> Context<'e, '_> {
         }
     }
 
+    /// [`eval`](Self::eval), recording the evidence of the terms that made it true.
+    fn explain(&self, expr: &Expr, out: &mut Vec<Evidence>) -> bool {
+        match expr {
+            Expr::And(all) => {
+                let mark = out.len();
+                let held = all.iter().all(|e| self.explain(e, out));
+                if !held {
+                    out.truncate(mark);
+                }
+                held
+            }
+            Expr::Or(any) => any.iter().any(|e| {
+                let mark = out.len();
+                let held = self.explain(e, out);
+                if !held {
+                    out.truncate(mark);
+                }
+                held
+            }),
+            Expr::Not(_) => self.eval(expr),
+            leaf => {
+                if !self.eval(leaf) {
+                    return false;
+                }
+                out.push(self.leaf_evidence(leaf));
+                true
+            }
+        }
+    }
+
+    /// The evidence of a term that held.
+    fn leaf_evidence(&self, leaf: &Expr) -> Evidence {
+        let (field, value) = match leaf {
+            Expr::Text(text) => ("text".to_owned(), text.clone()),
+            Expr::BodyText { body, text } => (body.prefix().to_owned(), text.clone()),
+            Expr::Match { field, pattern } => {
+                let value = self.value(field);
+                let found = value.texts().iter().find(|v| match pattern {
+                    Pattern::Exact(p) => v.as_ref() == p,
+                    Pattern::Wildcard(p) => wildcard_match(p, v),
+                });
+                (
+                    field.display_name(),
+                    found.map(|v| v.to_string()).unwrap_or_default(),
+                )
+            }
+            Expr::In { field, values } => {
+                let value = self.value(field);
+                let found = value.texts().iter().find(|v| values.contains(v));
+                (
+                    field.display_name(),
+                    found.map(|v| v.to_string()).unwrap_or_default(),
+                )
+            }
+            Expr::Exists(field) | Expr::Compare { field, .. } => {
+                let value = match self.value(field) {
+                    FieldValue::Int(n) => n.map(|n| n.to_string()).unwrap_or_default(),
+                    FieldValue::Bool(b) => b.to_string(),
+                    text => text
+                        .texts()
+                        .iter()
+                        .find(|v| !v.is_empty())
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                };
+                (field.display_name(), value)
+            }
+            Expr::And(_) | Expr::Or(_) | Expr::Not(_) => unreachable!("not a leaf"),
+        };
+        Evidence { field, value }
+    }
+
     fn value(&self, field: &Field) -> FieldValue<'e> {
         let e: &'e AuditEvent<'_> = self.event;
         let d = &e.derived;
@@ -196,6 +295,8 @@ impl<'e> Context<'e, '_> {
         };
         match field {
             Field::Json { column, path } => self.json_values(*column, path),
+            Field::Pod(def) => self.pod_values(def),
+            Field::Param(name) => FieldValue::Text(uri_param_values(&e.request_uri, name)),
             Field::Column(def) => match def.column {
                 "time" => FieldValue::Int(self.time.or_else(|| e.time().map(|t| t.as_micros()))),
                 "stage_time" => FieldValue::Int(e.stage_timestamp.map(|t| t.as_micros())),
@@ -263,6 +364,24 @@ impl<'e> Context<'e, '_> {
         }
     }
 
+    /// The values of a pod-view field: each of its paths below the pod spec of the request
+    /// body, for the resources that carry one.
+    fn pod_values(&self, def: &'static PodFieldDef) -> FieldValue<'e> {
+        let e: &'e AuditEvent<'_> = self.event;
+        let (Some(object), Some(body)) = (e.object_ref.as_ref(), e.request_object.as_ref()) else {
+            return FieldValue::Text(Vec::new());
+        };
+        let Some(root) = pod_spec_root(&object.resource, &object.subresource) else {
+            return FieldValue::Text(Vec::new());
+        };
+        let mut values = Vec::new();
+        for path in def.paths_below(root) {
+            let steps: Vec<&str> = path.split('.').collect();
+            values.extend(kubetrail_event::json::values_at_path(body.as_str(), &steps));
+        }
+        FieldValue::Text(values)
+    }
+
     fn json_values(&self, column: JsonColumn, path: &[String]) -> FieldValue<'e> {
         let body = match column {
             JsonColumn::Annotations => {
@@ -282,6 +401,52 @@ impl<'e> Context<'e, '_> {
                 .unwrap_or_default(),
         )
     }
+}
+
+/// The values of the query parameter `name` in a request URI, percent-decoded (`+` is a
+/// space, as Go's `url.ParseQuery` reads it), in order: `/api/v1/…/exec?command=sh&command=-c`
+/// has two `command` values.
+pub fn uri_param_values<'u>(uri: &'u str, name: &str) -> Vec<Cow<'u, str>> {
+    let Some((_, query)) = uri.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes and `+`; invalid escapes and bytes that do not form UTF-8 are kept as
+/// written (lossily), never an error: the text comes from a client.
+fn percent_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn compare(ordering: Ordering, op: CompareOp) -> bool {

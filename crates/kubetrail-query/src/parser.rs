@@ -718,7 +718,7 @@ impl Parser<'_> {
                     format!("expected a field name, found {}", self.found()),
                 ));
             };
-            let field = Field::resolve(&word, at)?;
+            let field = output_field(&word, at)?;
             if fields
                 .iter()
                 .any(|f| f.display_name() == field.display_name())
@@ -807,7 +807,7 @@ impl Parser<'_> {
             } else {
                 let field_at = self.here();
                 match self.take_word() {
-                    Some((w, _)) => Some(Field::resolve(&w, field_at)?),
+                    Some((w, _)) => Some(output_field(&w, field_at)?),
                     None => {
                         return Err(QueryError::at(
                             field_at,
@@ -1003,4 +1003,19 @@ fn literal(field: &Field, name: &str, text: &str, at: usize) -> Result<Literal, 
             )),
         },
     }
+}
+
+/// A field named in a command (`by`, `fields`, `top`, an aggregate): one the store has a value
+/// for. The pod view and query parameters are read from bodies and URIs when searching only.
+fn output_field(name: &str, at: usize) -> Result<Field, QueryError> {
+    let field = Field::resolve(name, at)?;
+    if field.is_search_only() {
+        return Err(QueryError::at(
+            at,
+            format!(
+                "`{name}` can be searched (`{name}:VALUE`) but not grouped by, aggregated or shown as a column"
+            ),
+        ));
+    }
+    Ok(field)
 }

@@ -13,7 +13,7 @@
 
 use crate::ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey};
 use crate::error::QueryError;
-use crate::fields::{Field, FieldKind, JsonColumn};
+use crate::fields::{Field, FieldKind, JsonColumn, POD_SPEC_ROOTS};
 use crate::lexer::CompareOp;
 use crate::limits::QueryLimits;
 use crate::parser::is_identifier;
@@ -73,6 +73,10 @@ pub trait Dialect {
     /// element-wise) equals the value, or matches it as a `*` wildcard pattern when `wildcard`
     /// is true.
     fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String;
+    /// Whether any value of the query parameter `name` of a request-URI column (decoded as
+    /// [`crate::uri_param_values`] does) equals the value, or matches it as a `*` wildcard
+    /// pattern when `wildcard` is true.
+    fn uri_param_match(&self, column: &str, name: &str, value: &str, wildcard: &str) -> String;
     /// The value of one key of the annotations column, or NULL.
     fn annotation(&self, column: &str, key: &str) -> String;
     /// The `p`th percentile of an expression.
@@ -126,6 +130,9 @@ impl Dialect for DataFusionDialect {
     }
     fn json_path_match(&self, column: &str, path: &str, value: &str, wildcard: &str) -> String {
         format!("kt_json_path_match({column}, {path}, {value}, {wildcard})")
+    }
+    fn uri_param_match(&self, column: &str, name: &str, value: &str, wildcard: &str) -> String {
+        format!("kt_uri_param_match({column}, {name}, {value}, {wildcard})")
     }
     fn annotation(&self, column: &str, key: &str) -> String {
         format!("kt_annotation({column}, {key})")
@@ -602,6 +609,56 @@ impl Compiler<'_> {
                     .annotation(&self.dialect.ident("annotations"), &key)
             }
             Field::Json { column, .. } => self.dialect.ident(column.column()),
+            // The parser admits these in search terms only, which compile through
+            // `view_match`; as a column they have no value.
+            Field::Pod(_) | Field::Param(_) => "NULL".to_owned(),
+        }
+    }
+
+    /// A search term on the pod view or a query parameter: whether any value equals `value`
+    /// (or matches it as a pattern). The pod view reads the request bodies of the resources
+    /// that carry a pod spec, at that resource's path (`pod_spec_root`), as the matcher does.
+    fn view_match(&mut self, field: &Field, value: &str, wildcard: bool) -> String {
+        match field {
+            Field::Param(name) => {
+                let column = self.dialect.ident("request_uri");
+                let name = self.param(Param::Text(name.clone()));
+                let value = self.param(Param::Text(value.to_owned()));
+                let wildcard = self.param(Param::Bool(wildcard));
+                self.dialect
+                    .uri_param_match(&column, &name, &value, &wildcard)
+            }
+            Field::Pod(def) => {
+                let mut per_root = Vec::new();
+                for (resources, ephemeral, root) in POD_SPEC_ROOTS {
+                    let resources = serde_json::Value::from(*resources).to_string();
+                    let resources = self.param(Param::Text(resources));
+                    let in_resources = self
+                        .dialect
+                        .in_set(&self.dialect.ident("resource"), &resources);
+                    let subresource = self.dialect.ident("subresource");
+                    let no_subresource = format!("{subresource} = ''");
+                    let subresource = if *ephemeral {
+                        let ephemeral = self.param(Param::Text("ephemeralcontainers".into()));
+                        format!("({no_subresource} OR {subresource} = {ephemeral})")
+                    } else {
+                        no_subresource
+                    };
+                    let paths: Vec<String> = def
+                        .paths_below(root)
+                        .map(|path| {
+                            let steps: Vec<String> = path.split('.').map(str::to_owned).collect();
+                            self.json_match(JsonColumn::RequestObject, &steps, value, wildcard)
+                        })
+                        .collect();
+                    per_root.push(format!(
+                        "({in_resources} AND {subresource} AND ({}))",
+                        paths.join(" OR ")
+                    ));
+                }
+                format!("({})", per_root.join(" OR "))
+            }
+            Field::Column(_) | Field::Json { .. } => unreachable!("not a view field"),
         }
     }
 
@@ -646,6 +703,11 @@ impl Compiler<'_> {
                     }
                 }
             }
+            Expr::Exists(field) if field.is_search_only() => self.view_match(field, "*", true),
+            Expr::Match { field, pattern } if field.is_search_only() => match pattern {
+                Pattern::Exact(value) => self.view_match(field, value, false),
+                Pattern::Wildcard(value) => self.view_match(field, value, true),
+            },
             Expr::Exists(field) => match field {
                 Field::Json {
                     column: JsonColumn::RequestObject,

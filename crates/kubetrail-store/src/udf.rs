@@ -56,6 +56,18 @@ pub fn functions() -> Vec<ScalarUDF> {
             Arc::new(json_path_match),
         ),
         create_udf(
+            "kt_uri_param_match",
+            vec![
+                DataType::Utf8,
+                DataType::Utf8,
+                DataType::Utf8,
+                DataType::Boolean,
+            ],
+            DataType::Boolean,
+            Volatility::Immutable,
+            Arc::new(uri_param_match),
+        ),
+        create_udf(
             "kt_annotation",
             vec![DataType::Utf8, DataType::Utf8],
             DataType::Utf8,
@@ -296,6 +308,41 @@ fn list_like(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             Some(
                 (0..values.len())
                     .any(|j| !values.is_null(j) && like_match(pattern, values.value(j))),
+            )
+        })
+        .collect();
+    Ok(ColumnarValue::Array(Arc::new(result)))
+}
+
+/// `kt_uri_param_match(uri, name, value, wildcard)`: the query parameter `name` of a request
+/// URI, decoded as the in-memory matcher decodes it.
+fn uri_param_match(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = arrays(args)?;
+    let uris = strings(&arrays[0])?;
+    let names = strings(&arrays[1])?;
+    let values = strings(&arrays[2])?;
+    let wildcards = arrays[3]
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| {
+            DataFusionError::Execution("kt_uri_param_match expects a boolean".to_owned())
+        })?;
+    let result: BooleanArray = (0..uris.len())
+        .map(|i| {
+            if uris.is_null(i) {
+                return Some(false);
+            }
+            let (value, wildcard) = (values.value(i), wildcards.value(i));
+            Some(
+                kubetrail_query::uri_param_values(uris.value(i), names.value(i))
+                    .iter()
+                    .any(|found| {
+                        if wildcard {
+                            kubetrail_query::wildcard_match(value, found)
+                        } else {
+                            found == value
+                        }
+                    }),
             )
         })
         .collect();

@@ -276,3 +276,155 @@ fn errors_render_with_a_caret() {
 fn filters_refuse_commands() {
     assert!(Matcher::parse("verb:get | stats count()").is_err());
 }
+
+#[test]
+fn the_pod_view_reads_pods_and_workload_templates_alike() {
+    let trace = |name: &str| {
+        decode(&format!(
+            "corpus/falco/test/trace_files/k8s_audit/{name}.json"
+        ))
+    };
+    let privileged = trace("create_nginx_pod_privileged");
+    let second = trace("create_nginx_pod_privileged_2nd_container");
+    let unprivileged = trace("create_nginx_pod_unprivileged");
+    assert_eq!(count(&privileged, "pod.privileged:true"), 1);
+    assert_eq!(count(&second, "pod.privileged:true"), 1);
+    assert_eq!(count(&unprivileged, "pod.privileged:true"), 0);
+    assert_eq!(count(&unprivileged, "pod.image:nginx*"), 1);
+    assert_eq!(
+        count(
+            &trace("create_nginx_pod_hostnetwork"),
+            "pod.hostNetwork:true"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &trace("create_nginx_pod_nohostnetwork"),
+            "pod.hostNetwork:true"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &trace("create_nginx_pod_sensitive_mount"),
+            "pod.hostPath:/etc*"
+        ),
+        1
+    );
+    // A Deployment's template is read at its own path; its status answers are not pod specs.
+    let deployment = trace("create_deployment");
+    assert_eq!(count(&deployment, "resource:deployments pod.image:*"), 1);
+
+    // Hand-made bodies: a CronJob's template, an init container, a pods/status update.
+    let event = |resource: &str, subresource: &str, body: &str| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a","stage":"ResponseComplete","requestURI":"/x","verb":"create","user":{{"username":"alice"}},"objectRef":{{"resource":"{resource}","subresource":"{subresource}","namespace":"ns","name":"n"}},"responseStatus":{{"code":201}},"requestObject":{body},"requestReceivedTimestamp":"2026-07-23T14:47:51.123456Z","stageTimestamp":"2026-07-23T14:47:51.130001Z"}}"#
+        )
+    };
+    let cronjob = event(
+        "cronjobs",
+        "",
+        r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"hostPID":true,"initContainers":[{"name":"i","image":"busybox","securityContext":{"capabilities":{"add":["SYS_ADMIN"]}}}]}}}}}}"#,
+    );
+    let status = event(
+        "pods",
+        "status",
+        r#"{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}"#,
+    );
+    let debug = event(
+        "pods",
+        "ephemeralcontainers",
+        r#"{"spec":{"ephemeralContainers":[{"name":"debugger","image":"nicolaka/netshoot"}]}}"#,
+    );
+    let events = decode_text(&[cronjob, status, debug]);
+    assert_eq!(count(&events, "pod.hostPID:true"), 1);
+    assert_eq!(count(&events, "pod.capabilities:SYS_ADMIN"), 1);
+    assert_eq!(count(&events, "pod.image:busybox"), 1);
+    assert_eq!(count(&events, "pod.privileged:true"), 0, "a status update");
+    assert_eq!(count(&events, "pod.image:nicolaka/*"), 1);
+    assert_eq!(count(&events, "pod.container:*"), 2);
+    assert_eq!(count(&events, "-pod.image:*"), 1);
+}
+
+fn decode_text(lines: &[String]) -> Vec<AuditEvent<'static>> {
+    let mut events = Vec::new();
+    let mut decoder = Decoder::new(DecodeOptions::default());
+    let mut out = |d: Decoded<'_>| {
+        if let Decoded::Event(e, _) = d {
+            events.push((*e).into_owned());
+        }
+    };
+    for line in lines {
+        decoder.feed(line.as_bytes(), &mut out);
+        decoder.feed(b"\n", &mut out);
+    }
+    decoder.finish(&mut out);
+    assert_eq!(events.len(), lines.len());
+    events
+}
+
+#[test]
+fn query_parameters_are_decoded_and_every_value_counts() {
+    let exec = decode("corpus/falco/test/trace_files/k8s_audit/exec_pod.json");
+    assert_eq!(count(&exec, "param.command:*"), 1);
+    let uri = "/api/v1/namespaces/ns/pods/web/exec?command=sh&command=-c&command=cat+%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken&container=web&stdin=true";
+    let values = kubetrail_query::uri_param_values(uri, "command");
+    assert_eq!(
+        values,
+        [
+            "sh",
+            "-c",
+            "cat /var/run/secrets/kubernetes.io/serviceaccount/token"
+        ]
+    );
+    assert_eq!(
+        kubetrail_query::uri_param_values("/x?a=%zz&a=%&a=%41", "a"),
+        ["%zz", "%", "A"],
+        "bad escapes are kept as written"
+    );
+    assert!(kubetrail_query::uri_param_values("/x", "a").is_empty());
+}
+
+#[test]
+fn a_match_explains_itself() {
+    let events = decode("corpus/falco/test/trace_files/k8s_audit/create_nginx_pod_privileged.json");
+    let matcher = Matcher::parse(
+        "verb:(create OR update) (pod.privileged:true OR pod.hostPID:true) -ns:kube-system",
+    )
+    .unwrap();
+    let evidence = matcher.explain(&events[0], "prod").unwrap();
+    let pairs: Vec<(&str, &str)> = evidence
+        .iter()
+        .map(|e| (e.field.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(pairs, [("verb", "create"), ("pod.privileged", "true")]);
+    assert!(
+        Matcher::parse("verb:delete")
+            .unwrap()
+            .explain(&events[0], "prod")
+            .is_none()
+    );
+}
+
+#[test]
+fn view_fields_are_for_searching_only() {
+    for query in [
+        "* | stats count() by pod.image",
+        "* | top param.command",
+        "* | fields pod.image",
+    ] {
+        let error = parse(query).unwrap_err();
+        assert!(
+            error.message.contains("can be searched"),
+            "{query}: {}",
+            error.message
+        );
+    }
+    assert!(
+        parse("pod.nonsense:1")
+            .unwrap_err()
+            .message
+            .contains("pod.privileged")
+    );
+}
