@@ -283,7 +283,20 @@ pub fn compile_search(
     after: Option<&SearchCursor>,
     limit: u64,
 ) -> CompiledSql {
-    search_of(query, dialect, options, after, limit, SEARCH_COLUMNS)
+    search_of(query, dialect, options, after, limit, SEARCH_COLUMNS, false)
+}
+
+/// The same columns as [`compile_search`], oldest first, the page after `after` in that order:
+/// reading history in the order it happened (detections hunting over the store need windows
+/// and first sightings in time order).
+pub fn compile_scan(
+    query: &Query,
+    dialect: &dyn Dialect,
+    options: &CompileOptions,
+    after: Option<&SearchCursor>,
+    limit: u64,
+) -> CompiledSql {
+    search_of(query, dialect, options, after, limit, SEARCH_COLUMNS, true)
 }
 
 /// The times of the same page as [`compile_search`], and nothing else: the first of a search's
@@ -298,7 +311,7 @@ pub fn compile_search_times(
     after: Option<&SearchCursor>,
     limit: u64,
 ) -> CompiledSql {
-    search_of(query, dialect, options, after, limit, &["time"])
+    search_of(query, dialect, options, after, limit, &["time"], false)
 }
 
 fn search_of(
@@ -308,6 +321,7 @@ fn search_of(
     after: Option<&SearchCursor>,
     limit: u64,
     columns: &[&str],
+    ascending: bool,
 ) -> CompiledSql {
     let mut c = Compiler {
         dialect,
@@ -320,6 +334,11 @@ fn search_of(
     // at the cursor's time, which is above any bound this gives), so neither the sort nor the
     // filter reads the auditID and stage columns.
     let times_only = columns == ["time"];
+    let (before, direction) = if ascending {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
     if let (Some(after), true) = (after, times_only) {
         let t = c.param(Param::TimestampMicros(after.time_micros));
         conditions.push(format!("{time} < {t}"));
@@ -329,7 +348,7 @@ fn search_of(
         let a = c.param(Param::Text(after.audit_id.clone()));
         let s = c.param(Param::Text(after.stage.clone()));
         conditions.push(format!(
-            "{time} < {t} OR ({time} = {t} AND ({id} < {a} OR ({id} = {a} AND {stage} < {s})))"
+            "{time} {before} {t} OR ({time} = {t} AND ({id} {before} {a} OR ({id} = {a} AND {stage} {before} {s})))"
         ));
     }
     let stage = Stage {
@@ -342,7 +361,7 @@ fn search_of(
         group_by: Vec::new(),
         order_by: ["time", "audit_id", "stage"][..if times_only { 1 } else { 3 }]
             .iter()
-            .map(|name| format!("{} DESC", dialect.ident(name)))
+            .map(|name| format!("{} {direction}", dialect.ident(name)))
             .collect(),
         limit: Some(limit),
         shaped: true,

@@ -11,6 +11,7 @@ mod policy;
 mod quarantine;
 mod rbac;
 mod report;
+mod rules;
 mod send;
 mod serve;
 mod store;
@@ -70,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: monitor::MonitorCommand,
     },
+    /// Detection rules: list them, run their inline tests, hunt in files or stored history.
+    Rules {
+        #[command(subcommand)]
+        command: rules::RulesCommand,
+    },
     /// Bad input kept aside by serve and import (too deep, not JSON, …): list, show, replay.
     Quarantine {
         #[command(subcommand)]
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Command::Store { command } => store::store(command),
         Command::Quarantine { command } => quarantine::run(command),
         Command::Monitor { command } => monitor::run(command),
+        Command::Rules { command } => rules::run(command),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),
