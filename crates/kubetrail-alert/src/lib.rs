@@ -4,12 +4,14 @@
 //! monitor over the store ([`evaluate`]) — the same code live in `serve` ([`live`]) and over
 //! history in `kubetrail monitor test`, live fed by the stream of accepted events
 //! ([`stream`]) — and notifications: what each channel receives
-//! ([`notify`]), the durable outbox ([`outbox`]) and its delivery ([`deliver`]).
+//! ([`notify`]), the durable outbox ([`outbox`]) and its delivery ([`deliver`]); and live
+//! detections, which share the channels and the outbox ([`detect`]).
 //! `docs/monitors.md` is the user's guide.
 
 pub mod calendar;
 pub mod condition;
 pub mod deliver;
+pub mod detect;
 pub mod evaluate;
 pub mod live;
 pub mod notify;

@@ -83,6 +83,31 @@ pub trait EventTap: Send + Sync + std::fmt::Debug {
     fn writer_failed(&self);
 }
 
+/// Several taps on one ingest path (live monitors and live detections), each told everything,
+/// in order.
+#[derive(Debug, Default)]
+pub struct Taps(pub Vec<Arc<dyn EventTap>>);
+
+impl EventTap for Taps {
+    fn accepted(&self, event: &kubetrail_event::AuditEvent<'_>, cluster: &str, time_micros: i64) {
+        for tap in &self.0 {
+            tap.accepted(event, cluster, time_micros);
+        }
+    }
+
+    fn accepted_before(&self, time_micros: i64) {
+        for tap in &self.0 {
+            tap.accepted_before(time_micros);
+        }
+    }
+
+    fn writer_failed(&self) {
+        for tap in &self.0 {
+            tap.writer_failed();
+        }
+    }
+}
+
 impl IngestOptions {
     /// Defaults for a data directory.
     pub fn new(data_dir: PathBuf) -> Self {

@@ -17,6 +17,6 @@ pub mod transform;
 
 pub use ingest::{
     Batch, BatchOutcome, BatchSource, EventTap, Ingest, IngestError, IngestOptions, IngestStats,
-    IngestThread,
+    IngestThread, Taps,
 };
 pub use transform::{Exclusion, Transforms, Verdict};

@@ -6,22 +6,42 @@
 //! and reports the group once when it reaches the count; the group is quiet for a window after
 //! that, so a storm of 403s is one finding per window, not one per event. State is bounded: a
 //! rule keeps at most [`MAX_GROUPS`] groups, and forgets the longest idle ones beyond that.
+//!
+//! A first-seen rule remembers the tuples of field values its matching events carried and
+//! reports an event whose tuple is new, once its learning period (counted in event time from
+//! the start of the engine's history) is over; it remembers at most [`MAX_TUPLES`] tuples and
+//! forgets those seen longest ago beyond that. A sequence rule keeps, per join key, the
+//! partial sequences (the earlier steps that happened, within the span) and reports the event
+//! that completes one; it holds at most [`MAX_PARTIAL_SEQUENCES`] partial sequences and drops
+//! expired, then the oldest, beyond that. Both are evaluated incrementally, event by event:
+//! nothing is ever re-read. [`Engine::learn`] feeds history to them without reporting, so a
+//! restarted server does not take every known tuple for new (`docs/detections-stateful.md`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use kubetrail_event::{AuditEvent, Timestamp};
 use kubetrail_query::{Evidence, field_value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::rule::{Rule, RuleSet};
+use crate::rule::{FirstSeen, Rule, RuleSet, Sequence};
 use crate::spec::{Mitre, Severity};
 
 /// The most groups a threshold rule tracks at once.
 pub const MAX_GROUPS: usize = 100_000;
 
+/// The most tuples a first-seen rule remembers. Beyond it, the tenth seen longest ago is
+/// forgotten, and a forgotten tuple seen again is reported as new: at the bound the rule errs
+/// towards reporting, never towards silence.
+pub const MAX_TUPLES: usize = 100_000;
+
+/// The most partial sequences (earlier steps waiting for the next one) a sequence rule holds.
+/// Beyond it, expired ones are dropped, then the tenth that started longest ago: a sequence
+/// whose start was dropped is not reported.
+pub const MAX_PARTIAL_SEQUENCES: usize = 100_000;
+
 /// What a rule reports about an event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     /// The rule's id.
     pub rule: String,
@@ -45,24 +65,25 @@ pub struct Finding {
     /// `group/resource[/subresource]`.
     pub resource: String,
     /// The object's namespace.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// The object's name.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The first source IP.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source_ip: String,
     /// The HTTP status.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
     /// What matched, in a line: `verb=create, pod.privileged=true`.
     pub explanation: String,
-    /// For a threshold: the group's fields and values.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// For a threshold: the group's fields and values; for a first-seen rule, the new tuple;
+    /// for a sequence, the join fields and values of its last step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group: Vec<(String, String)>,
     /// For a threshold: how many events (or distinct values) the window held.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
 
@@ -71,6 +92,11 @@ pub struct Engine {
     rules: Vec<Arc<Rule>>,
     defaults: Arc<Vec<crate::exemption::Exemption>>,
     windows: HashMap<usize, Windows>,
+    tuples: HashMap<usize, Tuples>,
+    partials: HashMap<usize, Partials>,
+    /// When the engine's history starts (µs): the earliest event offered, or what
+    /// [`Engine::history_starts_at`] said. First-seen learning periods count from here.
+    history_start: Option<i64>,
 }
 
 impl Engine {
@@ -85,6 +111,9 @@ impl Engine {
             rules: rules.into_iter().map(Arc::new).collect(),
             defaults: Arc::new(defaults),
             windows: HashMap::new(),
+            tuples: HashMap::new(),
+            partials: HashMap::new(),
+            history_start: None,
         }
     }
 
@@ -99,7 +128,9 @@ impl Engine {
     }
 
     /// Evaluates every rule on `event` from `cluster`, received at `time` (µs; the store's
-    /// time when the event has none), and appends the findings to `out`.
+    /// time when the event has none), and appends the findings to `out`. Events should come
+    /// in the order they happened (a little disorder is tolerated): windows, learning periods
+    /// and sequence spans are measured in event time.
     pub fn evaluate(
         &mut self,
         event: &AuditEvent<'_>,
@@ -107,8 +138,83 @@ impl Engine {
         time: i64,
         out: &mut Vec<Finding>,
     ) {
+        self.offer(event, cluster, time, Some(out));
+    }
+
+    /// Records `event` in the state of first-seen and sequence rules without reporting
+    /// anything: how a caller warms the engine from stored history before evaluating live
+    /// events. Feed history oldest first, each event once, then [`Engine::evaluate`] the live
+    /// stream with the same engine. A first-seen rule remembers the event's tuple (whether or
+    /// not its learning period is over); a sequence rule records its steps, and a completed
+    /// sequence is consumed silently (it was reported when it happened). Threshold and
+    /// stateless rules ignore learned events.
+    pub fn learn(&mut self, event: &AuditEvent<'_>, cluster: &str, time: i64) {
+        self.offer(event, cluster, time, None);
+    }
+
+    /// Declares that the engine's history starts at `time` (µs) when that is earlier than the
+    /// first event offered: first-seen learning periods count from there. A caller that
+    /// replays only the events the rules look at (see [`Engine::history_query`]) passes the
+    /// start of the range it read, so that a quiet stretch at its beginning still counts as
+    /// learned.
+    pub fn history_starts_at(&mut self, time: i64) {
+        self.history_start = Some(self.history_start.map_or(time, |s| s.min(time)));
+    }
+
+    /// How much history (µs) the stateful rules want replayed through [`Engine::learn`]: the
+    /// longest learning period of a first-seen rule and the longest span of a sequence; None
+    /// when no rule keeps state worth warming. For first-seen rules, more history than the
+    /// learning period is better still: every tuple it holds is one fewer false "new".
+    pub fn history_span(&self) -> Option<i64> {
+        self.rules
+            .iter()
+            .filter_map(|r| match (&r.first_seen, &r.sequence) {
+                (Some(f), _) => Some(f.learning.max(1)),
+                (_, Some(s)) => Some(s.within),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// One search (in the query language) that every event a first-seen or sequence rule
+    /// looks at matches: what a caller asks the store for when warming the engine. None when
+    /// no rule keeps such state.
+    pub fn history_query(&self) -> Option<String> {
+        let conditions: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.first_seen.is_some() || r.sequence.is_some())
+            .map(|r| format!("({})", r.condition.trim()))
+            .collect();
+        (!conditions.is_empty()).then(|| conditions.join(" OR "))
+    }
+
+    fn offer(
+        &mut self,
+        event: &AuditEvent<'_>,
+        cluster: &str,
+        time: i64,
+        mut out: Option<&mut Vec<Finding>>,
+    ) {
+        // An event without a time (0) says nothing about when the history starts.
+        if time > 0 {
+            self.history_starts_at(time);
+        }
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.evaluates(event.stage) {
+                continue;
+            }
+            if let Some(sequence) = &rule.sequence {
+                let partials = self.partials.entry(index).or_default();
+                partials.offer(
+                    rule,
+                    sequence,
+                    &self.defaults,
+                    event,
+                    cluster,
+                    time,
+                    out.as_deref_mut(),
+                );
                 continue;
             }
             let Some(evidence) = rule.matcher.explain(event, cluster) else {
@@ -117,6 +223,31 @@ impl Engine {
             if rule.exempts(&self.defaults, event, cluster) {
                 continue;
             }
+            if let Some(first_seen) = &rule.first_seen {
+                let tuple: Vec<(String, String)> = first_seen
+                    .fields
+                    .iter()
+                    .map(|f| (f.display_name(), field_value(f, event, cluster)))
+                    .collect();
+                let since = self.history_start.unwrap_or(time);
+                let learning = time < since.saturating_add(first_seen.learning);
+                let tuples = self.tuples.entry(index).or_default();
+                if tuples.see(&tuple, time)
+                    && !learning
+                    && let Some(out) = out.as_deref_mut()
+                {
+                    let mut finding =
+                        finding(rule, event, cluster, time, &evidence, Vec::new(), None);
+                    finding.explanation =
+                        first_seen_explanation(first_seen, &finding, &tuple, since);
+                    finding.group = tuple;
+                    out.push(finding);
+                }
+                continue;
+            }
+            let Some(out) = out.as_deref_mut() else {
+                continue;
+            };
             match &rule.threshold {
                 None => out.push(finding(
                     rule,
@@ -160,6 +291,35 @@ impl Engine {
             }
         }
     }
+}
+
+fn first_seen_explanation(
+    first_seen: &FirstSeen,
+    finding: &Finding,
+    tuple: &[(String, String)],
+    since: i64,
+) -> String {
+    let values: Vec<String> = tuple
+        .iter()
+        .map(|(field, value)| {
+            if value.is_empty() {
+                format!("{field}=(none)")
+            } else {
+                format!("{field}={value}")
+            }
+        })
+        .collect();
+    let mut text = finding.explanation.clone();
+    if !text.is_empty() {
+        text.push_str("; ");
+    }
+    text.push_str(&format!(
+        "first time for {} since {} (learning {})",
+        values.join(", "),
+        Timestamp::from_micros(since),
+        format_window(first_seen.learning)
+    ));
+    text
 }
 
 fn finding(
@@ -217,6 +377,7 @@ fn finding(
 fn format_window(micros: i64) -> String {
     let seconds = micros / 1_000_000;
     match seconds {
+        s if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
         s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
@@ -297,5 +458,241 @@ impl Windows {
         let (_, threshold, _) = lasts.select_nth_unstable(cut);
         let threshold = *threshold;
         self.groups.retain(|_, w| w.last > threshold);
+    }
+}
+
+/// The tuples a first-seen rule has seen, with when each was last seen.
+#[derive(Default)]
+struct Tuples {
+    seen: HashMap<Vec<(String, String)>, i64>,
+}
+
+impl Tuples {
+    /// Records a tuple seen at `time`; whether it is new.
+    fn see(&mut self, tuple: &[(String, String)], time: i64) -> bool {
+        if let Some(last) = self.seen.get_mut(tuple) {
+            *last = (*last).max(time);
+            return false;
+        }
+        if self.seen.len() >= MAX_TUPLES {
+            forget_oldest_tenth(&mut self.seen, |last| *last);
+        }
+        self.seen.insert(tuple.to_vec(), time);
+        true
+    }
+}
+
+/// Removes the tenth of `map`'s entries whose `age` time is the oldest.
+fn forget_oldest_tenth<K, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> i64) {
+    let mut times: Vec<i64> = map.values().map(&age).collect();
+    if times.is_empty() {
+        return;
+    }
+    let cut = times.len() / 10;
+    let (_, threshold, _) = times.select_nth_unstable(cut);
+    let threshold = *threshold;
+    map.retain(|_, v| age(v) > threshold);
+}
+
+/// One step of a partial sequence that happened.
+#[derive(Clone)]
+struct Link {
+    audit_id: String,
+    time: i64,
+    explanation: String,
+}
+
+/// The earlier steps of a sequence that happened, for one join key.
+#[derive(Clone)]
+struct Partial {
+    /// The first step's time: the sequence must end within the span from it.
+    start: i64,
+    /// The latest step's time: the next step must not come before it.
+    last: i64,
+    links: Vec<Link>,
+}
+
+/// The partial sequences of one sequence rule: by (number of steps done − 1, join values).
+#[derive(Default)]
+struct Partials {
+    partials: HashMap<(usize, Vec<String>), Partial>,
+    /// The newest event time seen, for expiring partial sequences.
+    newest: i64,
+}
+
+impl Partials {
+    #[allow(clippy::too_many_arguments)]
+    fn offer(
+        &mut self,
+        rule: &Rule,
+        sequence: &Sequence,
+        defaults: &[crate::exemption::Exemption],
+        event: &AuditEvent<'_>,
+        cluster: &str,
+        time: i64,
+        mut out: Option<&mut Vec<Finding>>,
+    ) {
+        let matched: Vec<(usize, Vec<Evidence>)> = sequence
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(n, step)| step.matcher.explain(event, cluster).map(|e| (n, e)))
+            .collect();
+        if matched.is_empty() || rule.exempts(defaults, event, cluster) {
+            return;
+        }
+        self.newest = self.newest.max(time);
+        let last_step = sequence.steps.len() - 1;
+        // From the last step back, so that one event never plays two consecutive steps.
+        for (n, evidence) in matched.into_iter().rev() {
+            let step = &sequence.steps[n];
+            let key: Vec<String> = step
+                .by
+                .iter()
+                .map(|f| field_value(f, event, cluster))
+                .collect();
+            // An absent join value would join unrelated events.
+            if key.iter().any(String::is_empty) {
+                continue;
+            }
+            let link = Link {
+                audit_id: event.audit_id.to_string(),
+                time,
+                explanation: explain(&evidence),
+            };
+            if n == 0 {
+                self.insert(
+                    (0, key),
+                    Partial {
+                        start: time,
+                        last: time,
+                        links: vec![link],
+                    },
+                    sequence.within,
+                );
+                continue;
+            }
+            let previous = (n - 1, key);
+            let Some(partial) = self.partials.get(&previous) else {
+                continue;
+            };
+            if time < partial.last || time - partial.start > sequence.within {
+                continue;
+            }
+            if n < last_step {
+                let mut advanced = partial.clone();
+                advanced.last = time;
+                advanced.links.push(link);
+                let (_, key) = previous;
+                self.insert((n, key), advanced, sequence.within);
+                continue;
+            }
+            // The last step: report once per partial sequence, which is used up.
+            let Some(partial) = self.partials.remove(&previous) else {
+                continue;
+            };
+            let Some(out) = out.as_deref_mut() else {
+                continue;
+            };
+            let group: Vec<(String, String)> = step
+                .by
+                .iter()
+                .map(|f| f.display_name())
+                .zip(previous.1)
+                .collect();
+            let mut finding = finding(rule, event, cluster, time, &evidence, Vec::new(), None);
+            let mut explanation: Vec<String> = partial
+                .links
+                .iter()
+                .zip(&sequence.steps)
+                .map(|(link, step)| {
+                    format!(
+                        "{} at {} (auditID {}: {})",
+                        step.name,
+                        Timestamp::from_micros(link.time),
+                        link.audit_id,
+                        link.explanation
+                    )
+                })
+                .collect();
+            explanation.push(format!("then {}: {}", step.name, link.explanation));
+            let same: Vec<String> = group.iter().map(|(f, v)| format!("{f}={v}")).collect();
+            finding.explanation = format!(
+                "{}; same {}, within {}",
+                explanation.join(", "),
+                same.join(", "),
+                format_window(sequence.within)
+            );
+            finding.group = group;
+            out.push(finding);
+        }
+    }
+
+    fn insert(&mut self, key: (usize, Vec<String>), partial: Partial, within: i64) {
+        if !self.partials.contains_key(&key) && self.partials.len() >= MAX_PARTIAL_SEQUENCES {
+            let horizon = self.newest - within;
+            self.partials.retain(|_, p| p.start >= horizon);
+            if self.partials.len() >= MAX_PARTIAL_SEQUENCES {
+                forget_oldest_tenth(&mut self.partials, |p| p.start);
+            }
+        }
+        self.partials.insert(key, partial);
+    }
+}
+
+fn explain(evidence: &[Evidence]) -> String {
+    evidence
+        .iter()
+        .map(|e| format!("{}={}", e.field, e.value))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(n: usize) -> Vec<(String, String)> {
+        vec![("user".to_owned(), n.to_string())]
+    }
+
+    #[test]
+    fn tuples_forget_the_tenth_seen_longest_ago_at_the_bound() {
+        let mut tuples = Tuples::default();
+        for n in 0..MAX_TUPLES {
+            assert!(tuples.see(&tuple(n), n as i64));
+        }
+        // Seen again lately, tuple 0 is among the freshest.
+        let now = MAX_TUPLES as i64;
+        assert!(!tuples.see(&tuple(0), now));
+        assert!(tuples.see(&tuple(MAX_TUPLES), now + 1));
+        assert!(tuples.seen.len() <= MAX_TUPLES - MAX_TUPLES / 10 + 1);
+        assert!(!tuples.see(&tuple(0), now + 2));
+        // Forgotten, so new again: the bound errs towards reporting.
+        assert!(tuples.see(&tuple(1), now + 3));
+    }
+
+    #[test]
+    fn partial_sequences_drop_expired_then_oldest_at_the_bound() {
+        let mut partials = Partials::default();
+        let partial = |start: i64| Partial {
+            start,
+            last: start,
+            links: Vec::new(),
+        };
+        let within = 1_000;
+        for n in 0..MAX_PARTIAL_SEQUENCES {
+            partials.newest = n as i64;
+            partials.insert((0, vec![n.to_string()]), partial(n as i64), within);
+        }
+        partials.newest = MAX_PARTIAL_SEQUENCES as i64;
+        partials.insert(
+            (0, vec!["new".to_owned()]),
+            partial(partials.newest),
+            within,
+        );
+        // Only the partial sequences of the last `within` are still alive.
+        assert_eq!(partials.partials.len(), 1_001);
+        assert!(partials.partials.contains_key(&(0, vec!["new".to_owned()])));
     }
 }

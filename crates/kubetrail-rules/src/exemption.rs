@@ -1,14 +1,21 @@
 //! Exemptions, compiled: typed keys instead of string wildcards over whole fields, so that an
 //! exemption says what it means ("kube-system's controllers", "every container is the
 //! kube-proxy image", "health probes") and cannot be widened by accident. The text keys become
-//! one search of the query language, evaluated by the same matcher as conditions; images and
-//! networks are checked here.
+//! one search of the query language, evaluated by the same matcher as conditions; images,
+//! networks and the authenticated user's kind and service account are checked here.
+//!
+//! Identity keys judge the authenticated user, who made the request, never the user it
+//! impersonates: the query language's `user_kind` and `sa` describe the effective
+//! (impersonated) identity, so a person acting `--as` a kube-system controller would otherwise
+//! be exempted as that controller by the default exemptions, and evade every rule.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use kubetrail_event::AuditEvent;
-use kubetrail_query::{Expr, Field, Matcher, POD_FIELDS, Pattern, Query, Value, parse, value_of};
+use kubetrail_event::{AuditEvent, UserKind};
+use kubetrail_query::{
+    Expr, Field, Matcher, POD_FIELDS, Pattern, Query, Value, parse, value_of, wildcard_match,
+};
 
 use crate::image::ImageRef;
 use crate::spec::ExemptionSpec;
@@ -34,6 +41,10 @@ pub struct Exemption {
     images: Vec<ImageRef>,
     /// A source IP must lie in one of these networks.
     networks: Vec<Network>,
+    /// The authenticated user's kind must be one of these.
+    user_kinds: Vec<String>,
+    /// The authenticated user must be a service account `namespace:name` matching one of these.
+    service_accounts: Vec<String>,
 }
 
 impl Exemption {
@@ -59,8 +70,8 @@ impl Exemption {
             terms.push(Expr::Or(alternatives));
             Ok::<(), String>(())
         };
+        // `user` and `group` are the authenticated user's in the query language too.
         text_key("user", &spec.user)?;
-        text_key("sa", &spec.serviceaccount)?;
         text_key("group", &spec.group)?;
         text_key("ns", &spec.namespace)?;
         text_key("name", &spec.name)?;
@@ -74,7 +85,6 @@ impl Exemption {
                 ));
             }
         }
-        text_key("user_kind", &spec.user_kind)?;
         let prefixes: Vec<String> = spec
             .uri_prefix
             .iter()
@@ -103,7 +113,12 @@ impl Exemption {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if terms.is_empty() && spec.image.is_empty() && networks.is_empty() {
+        if terms.is_empty()
+            && spec.image.is_empty()
+            && networks.is_empty()
+            && spec.user_kind.is_empty()
+            && spec.serviceaccount.is_empty()
+        {
             return Err("an exemption needs at least one key besides `reason`".to_owned());
         }
         let matcher = if terms.is_empty() {
@@ -120,11 +135,39 @@ impl Exemption {
             matcher,
             images: spec.image.iter().map(|i| ImageRef::parse(i)).collect(),
             networks,
+            user_kinds: spec.user_kind.clone(),
+            service_accounts: spec.serviceaccount.clone(),
         })
     }
 
     /// Whether `event` is exempt.
     pub fn covers(&self, event: &AuditEvent<'_>, cluster: &str) -> bool {
+        if !self.user_kinds.is_empty() {
+            let kind = UserKind::of(&event.user);
+            if !self.user_kinds.iter().any(|k| k == kind.as_str()) {
+                return false;
+            }
+        }
+        if !self.service_accounts.is_empty() {
+            // `system:serviceaccount:NS:NAME` is `NS:NAME` as the key writes it.
+            let Some(account) = event
+                .user
+                .username
+                .strip_prefix("system:serviceaccount:")
+                .filter(|a| a.contains(':'))
+            else {
+                return false;
+            };
+            if !self.service_accounts.iter().any(|pattern| {
+                if pattern.contains('*') {
+                    wildcard_match(pattern, account)
+                } else {
+                    pattern == account
+                }
+            }) {
+                return false;
+            }
+        }
         if let Some(matcher) = &self.matcher
             && !matcher.matches(event, cluster)
         {

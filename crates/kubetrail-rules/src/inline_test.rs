@@ -1,6 +1,10 @@
 //! A rule's inline tests: each case's events are laid over a default event, decoded by the
 //! same decoder as real input, and fed to an engine holding that rule alone (with the default
-//! exemptions), which must report (`fire`) or stay quiet (`quiet`).
+//! exemptions), which must report (`fire`) or stay quiet (`quiet`). A `sequence:` case is
+//! judged on its last event alone; its `learn:` events are history given to
+//! [`Engine::learn`] first. A first-seen rule's learning period is over when a case starts
+//! (its history is declared to start one learning period earlier), so a case tests what the
+//! rule reports after learning what `learn:` holds.
 //!
 //! The default event is a successful request by a human with a kubectl user agent from a
 //! public address, at level `RequestResponse`, stage `ResponseComplete`. A case gives only what
@@ -15,7 +19,7 @@ use serde_json::{Map, Value, json};
 use crate::engine::{Engine, Finding};
 use crate::exemption::Exemption;
 use crate::rule::Rule;
-use crate::spec::TestCase;
+use crate::spec::{SequenceCase, TestCase};
 
 /// The time of a case's first event, µs (2026-07-23T14:47:51Z).
 const START: i64 = 1_784_818_071_000_000;
@@ -39,10 +43,23 @@ pub fn run(rule: &Rule, defaults: &[Exemption]) -> Vec<CaseResult> {
     for (expect, cases) in [("fire", &rule.tests.fire), ("quiet", &rule.tests.quiet)] {
         for (index, case) in cases.iter().enumerate() {
             let mut engine = Engine::with_rules(vec![rule.clone()], defaults.to_vec());
-            let outcome = events(case, &rule.id, index).and_then(|events| {
+            if let Some(first_seen) = &rule.first_seen {
+                engine.history_starts_at(START - first_seen.learning);
+            }
+            let outcome = events(case, &rule.id, index).and_then(|plan| {
                 let mut findings = Vec::new();
-                for (time, text) in &events {
-                    feed(&mut engine, text, *time, &mut findings)?;
+                for event in &plan.events {
+                    if event.learn {
+                        feed(&event.text, |e| engine.learn(e, "", event.time))?;
+                    } else {
+                        // A sequence case judges its last event only.
+                        if plan.last_only {
+                            findings.clear();
+                        }
+                        feed(&event.text, |e| {
+                            engine.evaluate(e, "", event.time, &mut findings)
+                        })?;
+                    }
                 }
                 Ok(findings)
             });
@@ -70,11 +87,10 @@ pub fn run(rule: &Rule, defaults: &[Exemption]) -> Vec<CaseResult> {
     results
 }
 
+/// Decodes one test event and hands it to `handle`.
 fn feed(
-    engine: &mut Engine,
     text: &str,
-    time: i64,
-    findings: &mut Vec<Finding>,
+    mut handle: impl FnMut(&kubetrail_event::AuditEvent<'_>),
 ) -> Result<(), String> {
     let mut decoder = Decoder::new(DecodeOptions::default());
     let mut failure = None;
@@ -82,7 +98,7 @@ fn feed(
     let mut out = |d: Decoded<'_>| match d {
         Decoded::Event(event, _) => {
             decoded += 1;
-            engine.evaluate(&event, "", time, findings);
+            handle(&event);
         }
         Decoded::Skipped(skip) => {
             failure = Some(format!(
@@ -102,8 +118,26 @@ fn feed(
     }
 }
 
-/// The events of a case: (time, JSON text).
-fn events(case: &TestCase, rule: &str, index: usize) -> Result<Vec<(i64, String)>, String> {
+/// One event of a case.
+struct PlannedEvent {
+    time: i64,
+    text: String,
+    /// Given to [`Engine::learn`] rather than evaluated.
+    learn: bool,
+}
+
+/// The events of a case, in order.
+struct Plan {
+    events: Vec<PlannedEvent>,
+    /// Whether only the last evaluated event's findings are judged.
+    last_only: bool,
+}
+
+/// The most events (and waits) a sequence case may hold.
+const MAX_SEQUENCE_EVENTS: usize = 1_000;
+
+/// The events of a case.
+fn events(case: &TestCase, rule: &str, index: usize) -> Result<Plan, String> {
     let (repeat, every, overlay) = match case {
         TestCase::Event(overlay) => (1, 1_000_000, overlay),
         TestCase::Repeated {
@@ -118,30 +152,99 @@ fn events(case: &TestCase, rule: &str, index: usize) -> Result<Vec<(i64, String)
             };
             (*repeat, every, event)
         }
+        TestCase::Sequence(sequence) => return sequence_events(sequence, rule, index),
     };
     if !(1..=10_000).contains(&repeat) {
         return Err(format!("repeat: {repeat} is not between 1 and 10000"));
     }
-    if !overlay.is_object() {
-        return Err("a test case is a mapping of event keys".to_owned());
-    }
-    (0..repeat)
+    check_overlay(overlay)?;
+    let events = (0..repeat)
         .map(|i| {
             let time = START + i as i64 * every;
-            let mut event = default_event(rule, index, i, time);
-            let overlay = substitute(overlay, i);
-            let sets_status = overlay.get("responseStatus").is_some();
-            let sets_uri = overlay.get("requestURI").is_some();
-            merge(&mut event, &overlay);
-            if !sets_status && event["verb"] == "create" {
-                event["responseStatus"]["code"] = json!(201);
+            PlannedEvent {
+                time,
+                text: event_text(overlay, rule, index, i, time),
+                learn: false,
             }
-            if !sets_uri {
-                event["requestURI"] = json!(uri_of(&event));
-            }
-            Ok((time, event.to_string()))
         })
-        .collect()
+        .collect();
+    Ok(Plan {
+        events,
+        last_only: false,
+    })
+}
+
+/// The events of a `sequence:` case: `learn:` then `sequence:`, 1s apart on one clock that
+/// `{wait: D}` moves on.
+fn sequence_events(case: &SequenceCase, rule: &str, index: usize) -> Result<Plan, String> {
+    if case.learn.len() + case.sequence.len() > MAX_SEQUENCE_EVENTS {
+        return Err(format!(
+            "a sequence case holds at most {MAX_SEQUENCE_EVENTS} events and waits"
+        ));
+    }
+    let mut clock = START;
+    let mut number = 0;
+    let mut events = Vec::new();
+    for (list, elements) in [("learn", &case.learn), ("sequence", &case.sequence)] {
+        for (n, element) in elements.iter().enumerate() {
+            let is_learned = list == "learn";
+            if let Some(wait) = element.get("wait") {
+                let text = wait.as_str().unwrap_or_default();
+                let micros = parse_duration_micros(text)
+                    .filter(|w| *w >= 0 && element.as_object().is_some_and(|o| o.len() == 1))
+                    .ok_or_else(|| {
+                        format!("{list}[{n}]: `wait:` takes a duration alone (`wait: 6m`)")
+                    })?;
+                clock = clock.saturating_add(micros);
+                continue;
+            }
+            check_overlay(element).map_err(|e| format!("{list}[{n}]: {e}"))?;
+            events.push(PlannedEvent {
+                time: clock,
+                text: event_text(element, rule, index, number, clock),
+                learn: is_learned,
+            });
+            number += 1;
+            clock += 1_000_000;
+        }
+    }
+    if !events.iter().any(|e| !e.learn) {
+        return Err("`sequence:` needs at least one event".to_owned());
+    }
+    Ok(Plan {
+        events,
+        last_only: true,
+    })
+}
+
+fn check_overlay(overlay: &Value) -> Result<(), String> {
+    let Some(map) = overlay.as_object() else {
+        return Err("a test case is a mapping of event keys".to_owned());
+    };
+    for key in ["sequence", "learn", "repeat", "wait"] {
+        if map.contains_key(key) {
+            return Err(format!(
+                "`{key}:` is not an event key: a case is an event, `{{repeat, every, event}}` or `{{learn, sequence}}` (check for a misspelt key beside it)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The JSON text of a test event: `overlay` (with `{i}` replaced) over the default event.
+fn event_text(overlay: &Value, rule: &str, case: usize, i: u64, time: i64) -> String {
+    let mut event = default_event(rule, case, i, time);
+    let overlay = substitute(overlay, i);
+    let sets_status = overlay.get("responseStatus").is_some();
+    let sets_uri = overlay.get("requestURI").is_some();
+    merge(&mut event, &overlay);
+    if !sets_status && event["verb"] == "create" {
+        event["responseStatus"]["code"] = json!(201);
+    }
+    if !sets_uri {
+        event["requestURI"] = json!(uri_of(&event));
+    }
+    event.to_string()
 }
 
 fn default_event(rule: &str, case: usize, repetition: u64, time: i64) -> Value {

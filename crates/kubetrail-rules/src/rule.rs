@@ -8,18 +8,30 @@ use std::fmt;
 use std::sync::Arc;
 
 use kubetrail_event::{AuditEvent, Stage};
-use kubetrail_query::{Field, Matcher, parse, parse_duration_micros};
+use kubetrail_query::{Expr, Field, Matcher, Query, parse, parse_duration_micros};
 
 use crate::exemption::Exemption;
 use crate::spec::{
-    DefaultsSpec, ExemptionSpec, FileSpec, Mitre, OverrideSpec, RuleSpec, Severity, TestsSpec,
-    key_line,
+    DefaultsSpec, ExemptionSpec, FileSpec, FirstSeenSpec, Mitre, OverrideSpec, RuleSpec,
+    SequenceSpec, Severity, TestsSpec, key_line,
 };
 
 include!(concat!(env!("OUT_DIR"), "/pack.rs"));
 
 /// The most events a threshold may ask for: its window holds them per group.
 pub const MAX_THRESHOLD_COUNT: u64 = 100_000;
+
+/// The longest learning period of a first-seen rule.
+pub const MAX_LEARNING: i64 = 366 * 86_400 * 1_000_000;
+
+/// The longest span of a sequence rule: partial sequences are held in memory that long.
+pub const MAX_SEQUENCE_SPAN: i64 = 86_400 * 1_000_000;
+
+/// The most steps a sequence may have.
+pub const MAX_SEQUENCE_STEPS: usize = 5;
+
+/// The most fields a first-seen tuple or a sequence join may have.
+pub const MAX_KEY_FIELDS: usize = 5;
 
 /// A rule file's text and the name problems call it by.
 #[derive(Debug, Clone)]
@@ -75,6 +87,37 @@ pub struct Threshold {
     pub distinct: Option<Field>,
 }
 
+/// A first-seen rule's tuple and learning period.
+#[derive(Debug, Clone)]
+pub struct FirstSeen {
+    /// The fields whose values make the tuple.
+    pub fields: Vec<Field>,
+    /// The learning period, µs.
+    pub learning: i64,
+}
+
+/// A sequence rule's steps and span.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    /// The longest time from the first step to the last, µs.
+    pub within: i64,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step of a sequence.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Its name in explanations.
+    pub name: String,
+    /// Its condition as written (without the rule's common condition).
+    pub condition: String,
+    /// Its condition and the rule's common condition, compiled.
+    pub matcher: Matcher,
+    /// The join fields, as many in every step.
+    pub by: Vec<Field>,
+}
+
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -92,7 +135,8 @@ pub struct Rule {
     pub intents: Vec<String>,
     /// Links.
     pub references: Vec<String>,
-    /// The condition as written.
+    /// The condition as written; for a sequence rule, the search any of its steps matches
+    /// (`(common) ((step 1) OR (step 2))`), so a store can be asked for what the rule looks at.
     pub condition: String,
     /// The condition, compiled.
     pub matcher: Matcher,
@@ -104,6 +148,10 @@ pub struct Rule {
     pub default_exemptions: bool,
     /// The windowed count, for threshold rules.
     pub threshold: Option<Threshold>,
+    /// The tuple and learning period, for first-seen rules.
+    pub first_seen: Option<FirstSeen>,
+    /// The steps, for sequence rules.
+    pub sequence: Option<Sequence>,
     /// Whether it runs.
     pub enabled: bool,
     /// Its inline tests.
@@ -179,6 +227,19 @@ struct Loader {
     problems: Vec<Problem>,
 }
 
+/// Resolves a field whose values can key a group, a tuple or a join: any field but the
+/// search-only ones (the pod view, query parameters), as for a query's `by`.
+fn key_field(name: &str) -> Result<Field, String> {
+    Field::resolve(name, 0)
+        .ok()
+        .filter(|f| !f.is_search_only())
+        .ok_or_else(|| format!("{name:?} is not a field a group can be made of"))
+}
+
+fn key_fields(names: &[String]) -> Result<Vec<Field>, String> {
+    names.iter().map(|n| key_field(n)).collect()
+}
+
 impl Loader {
     fn problem(&mut self, file: &str, line: usize, rule: Option<&str>, message: String) {
         self.problems.push(Problem {
@@ -243,23 +304,41 @@ impl Loader {
                 format!("{id:?}: an id is lower-case letters, digits and `-` (at most 100)"),
             );
         }
-        let matcher = match parse(&spec.condition) {
-            Ok(query) if !query.pipes.is_empty() => {
-                self.problem(
-                    &file.name,
-                    at("condition"),
-                    Some(&id),
-                    "a condition is a search only: write windowed counts as `threshold:`".into(),
-                );
-                None
-            }
-            Ok(query) => Matcher::new(&query).ok(),
-            Err(e) => {
-                let message = format!("condition: {}", e.render(&spec.condition));
-                self.problem(&file.name, at("condition"), Some(&id), message);
+        let stateful = [
+            spec.threshold.is_some(),
+            spec.first_seen.is_some(),
+            spec.sequence.is_some(),
+        ];
+        if stateful.iter().filter(|s| **s).count() > 1 {
+            self.problem(
+                &file.name,
+                at("id"),
+                Some(&id),
+                "a rule is at most one of `threshold:`, `first_seen:` and `sequence:`".into(),
+            );
+        }
+        let sequence = spec
+            .sequence
+            .as_ref()
+            .and_then(|s| self.sequence(s, spec.condition.as_deref(), file, &id));
+        let condition = match (&sequence, &spec.condition) {
+            (Some((_, condition)), _) => Some(condition.clone()),
+            (None, Some(condition)) => Some(condition.clone()),
+            (None, None) => {
+                if spec.sequence.is_none() {
+                    self.problem(
+                        &file.name,
+                        at("id"),
+                        Some(&id),
+                        "missing field `condition` (every rule but a sequence needs one)".into(),
+                    );
+                }
                 None
             }
         };
+        let matcher = condition
+            .as_deref()
+            .and_then(|c| self.condition(c, &file.name, at("condition"), &id));
         let stages = if spec.stages.is_empty() {
             vec![Stage::ResponseComplete, Stage::Panic]
         } else {
@@ -282,6 +361,10 @@ impl Loader {
             .threshold
             .as_ref()
             .and_then(|t| self.threshold(t, &file.name, at("threshold"), &id));
+        let first_seen = spec
+            .first_seen
+            .as_ref()
+            .and_then(|f| self.first_seen(f, &file.name, at("first_seen"), &id));
         if self.problems.len() > before {
             return None;
         }
@@ -293,12 +376,14 @@ impl Loader {
             mitre: Arc::new(spec.mitre),
             intents: spec.intents,
             references: spec.references,
-            condition: spec.condition,
+            condition: condition?,
             matcher: matcher?,
             stages,
             exemptions,
             default_exemptions: spec.default_exemptions,
             threshold,
+            first_seen,
+            sequence: sequence.map(|(s, _)| s),
             enabled: spec.enabled,
             tests: spec.tests,
             origin: Origin {
@@ -358,22 +443,11 @@ impl Loader {
                 spec.count
             ));
         }
-        let field = |name: &str| {
-            Field::resolve(name, 0)
-                .ok()
-                .filter(|f| !f.is_search_only())
-                .ok_or_else(|| format!("{name:?} is not a field a group can be made of"))
-        };
-        let by = match spec
-            .by
-            .iter()
-            .map(|n| field(n))
-            .collect::<Result<Vec<_>, _>>()
-        {
+        let by = match key_fields(&spec.by) {
             Ok(by) => by,
             Err(message) => return fail(format!("by: {message}")),
         };
-        let distinct = match spec.distinct.as_deref().map(field).transpose() {
+        let distinct = match spec.distinct.as_deref().map(key_field).transpose() {
             Ok(d) => d,
             Err(message) => return fail(format!("distinct: {message}")),
         };
@@ -383,6 +457,198 @@ impl Loader {
             count: spec.count,
             distinct,
         })
+    }
+
+    /// Compiles a condition (a rule's, or a sequence's combined one).
+    fn condition(&mut self, text: &str, file: &str, line: usize, rule: &str) -> Option<Matcher> {
+        match parse(text) {
+            Ok(query) if !query.pipes.is_empty() => {
+                self.problem(
+                    file,
+                    line,
+                    Some(rule),
+                    "a condition is a search only: write windowed counts as `threshold:`".into(),
+                );
+                None
+            }
+            Ok(query) => Matcher::new(&query).ok(),
+            Err(e) => {
+                let message = format!("condition: {}", e.render(text));
+                self.problem(file, line, Some(rule), message);
+                None
+            }
+        }
+    }
+
+    fn first_seen(
+        &mut self,
+        spec: &FirstSeenSpec,
+        file: &str,
+        line: usize,
+        rule: &str,
+    ) -> Option<FirstSeen> {
+        let mut fail = |message: String| {
+            self.problem(file, line, Some(rule), format!("first_seen: {message}"));
+            None
+        };
+        let Some(learning) =
+            parse_duration_micros(&spec.learning).filter(|l| (0..=MAX_LEARNING).contains(l))
+        else {
+            return fail(format!(
+                "learning: {:?} is not a duration between 0s and 366d (`14d`)",
+                spec.learning
+            ));
+        };
+        if spec.fields.is_empty() || spec.fields.len() > MAX_KEY_FIELDS {
+            return fail(format!(
+                "fields: name 1 to {MAX_KEY_FIELDS} fields whose values make the tuple"
+            ));
+        }
+        match key_fields(&spec.fields) {
+            Ok(fields) => Some(FirstSeen { fields, learning }),
+            Err(message) => fail(format!("fields: {message}")),
+        }
+    }
+
+    /// Compiles a sequence's steps; with the rule's condition: the search any step matches.
+    fn sequence(
+        &mut self,
+        spec: &SequenceSpec,
+        common: Option<&str>,
+        file: &SourceFile,
+        rule: &str,
+    ) -> Option<(Sequence, String)> {
+        let line = key_line(&file.text, "sequence");
+        let before = self.problems.len();
+        let fail = |this: &mut Self, message: String| {
+            this.problem(&file.name, line, Some(rule), format!("sequence: {message}"));
+        };
+        let within =
+            parse_duration_micros(&spec.within).filter(|w| (1..=MAX_SEQUENCE_SPAN).contains(w));
+        if within.is_none() {
+            fail(
+                self,
+                format!(
+                    "within: {:?} is not a duration between 1s and 24h (`5m`)",
+                    spec.within
+                ),
+            );
+        }
+        if !(2..=MAX_SEQUENCE_STEPS).contains(&spec.steps.len()) {
+            fail(
+                self,
+                format!("steps: a sequence has 2 to {MAX_SEQUENCE_STEPS} steps"),
+            );
+        }
+        let common_expr = match common.map(parse) {
+            None => None,
+            Some(Ok(query)) if query.pipes.is_empty() => query.filter,
+            Some(Ok(_)) => {
+                fail(self, "condition: a search only, without `| …`".into());
+                None
+            }
+            Some(Err(e)) => {
+                let message = format!("condition: {}", e.render(common.unwrap_or_default()));
+                self.problem(
+                    &file.name,
+                    key_line(&file.text, "condition"),
+                    Some(rule),
+                    message,
+                );
+                None
+            }
+        };
+        let mut steps = Vec::new();
+        let mut alternatives = Vec::new();
+        for (n, step) in spec.steps.iter().enumerate() {
+            let name = step
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("step {}", n + 1));
+            let by = step.by.as_ref().unwrap_or(&spec.by);
+            let by = match key_fields(by) {
+                Ok(by) if !by.is_empty() && by.len() <= MAX_KEY_FIELDS => by,
+                Ok(_) => {
+                    fail(
+                        self,
+                        format!(
+                            "steps[{n}]: name 1 to {MAX_KEY_FIELDS} join fields, in `by:` of the sequence or of the step"
+                        ),
+                    );
+                    continue;
+                }
+                Err(message) => {
+                    fail(self, format!("steps[{n}].by: {message}"));
+                    continue;
+                }
+            };
+            let filter = match parse(&step.condition) {
+                Ok(query) if !query.pipes.is_empty() => {
+                    fail(
+                        self,
+                        format!("steps[{n}].condition: a search only, without `| …`"),
+                    );
+                    continue;
+                }
+                Ok(query) => match query.filter {
+                    Some(filter) => filter,
+                    None => {
+                        fail(
+                            self,
+                            format!("steps[{n}].condition: a step needs a condition"),
+                        );
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    let message = format!("steps[{n}].condition: {}", e.render(&step.condition));
+                    fail(self, message);
+                    continue;
+                }
+            };
+            let combined = match &common_expr {
+                Some(common) => Expr::And(vec![common.clone(), filter]),
+                None => filter,
+            };
+            let matcher = match Matcher::new(&Query {
+                filter: Some(combined),
+                pipes: Vec::new(),
+            }) {
+                Ok(m) => m,
+                Err(e) => {
+                    fail(self, format!("steps[{n}].condition: {}", e.message));
+                    continue;
+                }
+            };
+            alternatives.push(format!("({})", step.condition.trim()));
+            steps.push(Step {
+                name,
+                condition: step.condition.clone(),
+                matcher,
+                by,
+            });
+        }
+        if steps.windows(2).any(|w| w[0].by.len() != w[1].by.len()) {
+            fail(
+                self,
+                "every step joins on as many fields (a step's `by:` pairs with the others' in order)".into(),
+            );
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let any_step = alternatives.join(" OR ");
+        let condition = match common {
+            Some(common) => format!("({}) ({any_step})", common.trim()),
+            None => any_step,
+        };
+        Some((
+            Sequence {
+                within: within?,
+                steps,
+            },
+            condition,
+        ))
     }
 
     fn finish(mut self) -> RuleSet {

@@ -86,8 +86,10 @@ pub struct RuleSpec {
     /// The detection intents (`docs/detections.md`) the rule covers, e.g. `W1`.
     #[serde(default)]
     pub intents: Vec<String>,
-    /// The search in kubetrail's query language an event must match.
-    pub condition: String,
+    /// The search in kubetrail's query language an event must match. Required, except in a
+    /// sequence rule, where it is optional and every step must match it as well as its own.
+    #[serde(default)]
+    pub condition: Option<String>,
     /// Which stages of a request are evaluated; default `ResponseComplete` and `Panic`, so a
     /// request is judged once, with its outcome.
     #[serde(default)]
@@ -103,6 +105,14 @@ pub struct RuleSpec {
     /// window, instead of every event.
     #[serde(default)]
     pub threshold: Option<ThresholdSpec>,
+    /// Report an event whose values of some fields were never seen together before, once a
+    /// learning period is over (`docs/detections-stateful.md`).
+    #[serde(default)]
+    pub first_seen: Option<FirstSeenSpec>,
+    /// Report the last of several ordered steps done by the same someone (or to the same
+    /// something) within a span (`docs/detections-stateful.md`).
+    #[serde(default)]
+    pub sequence: Option<SequenceSpec>,
     /// Whether the rule runs; default true.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -134,6 +144,46 @@ pub struct ThresholdSpec {
     pub distinct: Option<String>,
 }
 
+/// A first-seen rule: the tuple of `fields` values of each matching event is remembered, and
+/// an event whose tuple is new is reported once the learning period is over.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstSeenSpec {
+    /// The fields whose values make the tuple (`[user, ns]`, `[user, client]`).
+    pub fields: Vec<String>,
+    /// How long, in event time from the first event the engine saw, tuples are only learned
+    /// (`14d`).
+    pub learning: String,
+}
+
+/// A sequence rule: ordered steps joined by field values, all within a span.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// The longest time from the first step to the last (`5m`).
+    pub within: String,
+    /// The fields whose values must be equal in every step (`[user]`); a step may name its
+    /// own list instead, with as many fields, read in the same order.
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// The steps, in the order they must happen (2 to 5).
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step of a sequence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// A short name for explanations (`rbac-change`); `step N` by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The search an event must match to be this step.
+    pub condition: String,
+    /// The join fields of this step, when they differ from the sequence's `by`.
+    #[serde(default)]
+    pub by: Option<Vec<String>>,
+}
+
 /// An exemption: the event is not reported when every key given holds. Values of the text
 /// keys may use `*` wildcards.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -145,11 +195,13 @@ pub struct ExemptionSpec {
     /// The authenticated user name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user: Vec<String>,
-    /// The user's kind: `human`, `serviceaccount`, `node`, `controlplane`, `anonymous`,
-    /// `unauthenticated`.
+    /// The authenticated user's kind: `human`, `serviceaccount`, `node`, `controlplane`,
+    /// `anonymous`, `unauthenticated`. Like every identity key, it judges who made the
+    /// request, not whom the request impersonates: a person acting `--as` a controller is
+    /// still a person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_kind: Vec<String>,
-    /// A service account as `namespace:name` (`kube-system:*`).
+    /// The authenticated user as a service account, `namespace:name` (`kube-system:*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serviceaccount: Vec<String>,
     /// One of the user's groups.
@@ -195,8 +247,8 @@ pub struct TestsSpec {
 }
 
 /// One test case: an event (the keys given are laid over a default event, see
-/// `docs/detections.md`), or an event repeated `repeat` times, `every` apart, where `{i}` in
-/// any string is replaced by the repetition's number.
+/// `docs/detections.md`), an event repeated `repeat` times, `every` apart, where `{i}` in
+/// any string is replaced by the repetition's number, or a sequence of events in order.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum TestCase {
@@ -210,8 +262,24 @@ pub enum TestCase {
         /// The event.
         event: Value,
     },
+    /// Events in order, of which the last is judged.
+    Sequence(SequenceCase),
     /// One event.
     Event(Value),
+}
+
+/// A test case of events in order, 1s apart: the last one must be reported (`fire`) or not
+/// (`quiet`); what the earlier ones report is not judged. An element `{wait: 6m}` moves the
+/// clock on instead of being an event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceCase {
+    /// History given to the engine to learn from (`Engine::learn`) before the sequence, on the
+    /// same clock; for a first-seen rule the learning period is over when the sequence starts.
+    #[serde(default)]
+    pub learn: Vec<Value>,
+    /// The events evaluated, in order.
+    pub sequence: Vec<Value>,
 }
 
 /// A change to a rule defined elsewhere (the pack, or an earlier directory), without copying it.

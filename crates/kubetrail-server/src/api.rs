@@ -76,7 +76,7 @@ pub(crate) struct Api {
     data: PathBuf,
     engine: Mutex<Option<QueryEngine>>,
     queries: tokio::sync::Semaphore,
-    settings: QuerySettings,
+    pub(crate) settings: QuerySettings,
 }
 
 impl Api {
@@ -364,7 +364,7 @@ impl ApiError {
         }
     }
 
-    fn query(error: &QueryError, text: &str) -> ApiError {
+    pub(crate) fn query(error: &QueryError, text: &str) -> ApiError {
         // Rendering repeats the query: a short excerpt around the mistake is enough.
         let rendered = if text.len() > 200 {
             error.message.clone()
@@ -463,36 +463,11 @@ impl Params {
 
     /// The time range: `since` (a duration back from now) or `from`, and `to` (RFC 3339).
     fn range(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
-        let time = |name: &str, text: &str| {
-            kubetrail_event::Timestamp::parse(text)
-                .map(|t| t.as_micros())
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "{name}: {text:?} is not an RFC 3339 time (2026-03-02T08:00:00Z)"
-                    ))
-                })
-        };
-        let from = match (&self.since, &self.from) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request("give since or from, not both"));
-            }
-            (Some(since), None) => {
-                let span = crate::units::parse_duration_flag(since)
-                    .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
-                Some(kubetrail_pipeline::ingest::now_micros() - span)
-            }
-            (None, Some(from)) => Some(time("from", from)?),
-            (None, None) => None,
-        };
-        let to = self.to.as_deref().map(|t| time("to", t)).transpose()?;
-        if let (Some(from), Some(to)) = (from, to)
-            && from >= to
-        {
-            return Err(ApiError::bad_request(
-                "the time range is empty: from must be before to",
-            ));
-        }
-        Ok((from, to))
+        time_range(
+            self.since.as_deref(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+        )
     }
 
     fn limit(&self, default: u64, max: u64) -> Result<u64, ApiError> {
@@ -575,6 +550,45 @@ async fn with_engine<T: Send + 'static>(
     })
     .await
     .map_err(|e| ApiError::internal(format!("the query task failed: {e}")))?
+}
+
+/// The time range of `since` (a duration back from now) or `from`, and `to` (RFC 3339), as
+/// every read route takes them.
+pub(crate) fn time_range(
+    since: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), ApiError> {
+    let time = |name: &str, text: &str| {
+        kubetrail_event::Timestamp::parse(text)
+            .map(|t| t.as_micros())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name}: {text:?} is not an RFC 3339 time (2026-03-02T08:00:00Z)"
+                ))
+            })
+    };
+    let from = match (since, from) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give since or from, not both"));
+        }
+        (Some(since), None) => {
+            let span = crate::units::parse_duration_flag(since)
+                .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
+            Some(kubetrail_pipeline::ingest::now_micros() - span)
+        }
+        (None, Some(from)) => Some(time("from", from)?),
+        (None, None) => None,
+    };
+    let to = to.map(|t| time("to", t)).transpose()?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(ApiError::bad_request(
+            "the time range is empty: from must be before to",
+        ));
+    }
+    Ok((from, to))
 }
 
 pub(crate) fn respond<T: Serialize>(result: Result<T, ApiError>) -> Response {
@@ -1120,6 +1134,7 @@ mod tests {
             .chain(crate::quarantine::routes())
             .chain(crate::monitors::routes())
             .chain(crate::exclusions::routes())
+            .chain(crate::findings::routes())
             .map(|(path, _)| format!("/api/v1{}", path.replace("{*object}", "{object}")))
             .collect();
         routed.insert("/api/v1/openapi.yaml".to_owned());

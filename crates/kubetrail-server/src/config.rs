@@ -65,9 +65,72 @@ pub struct ServeConfig {
     /// Log-based metrics on `/metrics`.
     #[serde(default)]
     pub metrics: Vec<MetricConfig>,
+    /// Detection rules run on every accepted event (`docs/detections.md`).
+    #[serde(default)]
+    pub detections: DetectionsConfig,
     /// The file this configuration was read from (set by [`ServeConfig::load`]).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// Live detections (`detections:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DetectionsConfig {
+    /// Run the rules on every accepted event. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Directories or files of your rules and overrides, loaded after the bundled pack
+    /// (`--rules DIR`).
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    /// Leave the bundled pack out.
+    #[serde(default)]
+    pub no_pack: bool,
+    /// Channels (defined under `channels:`) that findings are sent to.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// The lowest severity sent to the channels: info, low, medium, high, critical. Default
+    /// `medium`.
+    #[serde(default = "default_notify_severity")]
+    pub notify_min_severity: String,
+    /// The fields that make a finding's group: one message per rule and group per
+    /// `groupWindow`. Default `[user, cluster]`.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// Default `1h`.
+    #[serde(default = "default_group_window")]
+    pub group_window: String,
+    /// How long findings are kept (`90d`). Default: as long as events (`store.maxAge`), else
+    /// forever.
+    pub max_age: Option<String>,
+}
+
+fn default_notify_severity() -> String {
+    "medium".to_owned()
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["user".to_owned(), "cluster".to_owned()]
+}
+
+fn default_group_window() -> String {
+    "1h".to_owned()
+}
+
+impl Default for DetectionsConfig {
+    fn default() -> Self {
+        DetectionsConfig {
+            enabled: true,
+            rules: Vec::new(),
+            no_pack: false,
+            notify: Vec::new(),
+            notify_min_severity: default_notify_severity(),
+            group_by: default_group_by(),
+            group_window: default_group_window(),
+            max_age: None,
+        }
+    }
 }
 
 /// A named exclusion filter (`exclusions:`).
@@ -167,6 +230,7 @@ impl Default for ServeConfig {
             monitoring: MonitoringConfig::default(),
             exclusions: Vec::new(),
             metrics: Vec::new(),
+            detections: DetectionsConfig::default(),
             file: None,
         }
     }

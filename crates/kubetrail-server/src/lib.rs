@@ -15,6 +15,7 @@
 mod api;
 pub mod config;
 mod exclusions;
+mod findings;
 pub mod metrics;
 mod monitors;
 mod quarantine;
@@ -24,7 +25,7 @@ mod webhook;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,6 +104,7 @@ pub(crate) struct App {
     pub tail_stats: Vec<Arc<TailStats>>,
     pub webhook_counts: Mutex<BTreeMap<String, u64>>,
     pub monitors: Option<Arc<monitors::Monitors>>,
+    pub detections: Option<Arc<kubetrail_alert::detect::Detector>>,
 }
 
 /// Bytes of webhook requests between the start of their body and their answer, all requests
@@ -202,8 +204,14 @@ impl Server {
         };
         // Live monitors are fed from the events the store accepts (kubetrail_alert::stream).
         let monitor_tap = kubetrail_alert::stream::Tap::new();
+        // Detections judge the same accepted events (kubetrail_alert::detect).
+        let detector = detections(&config, &data)?;
+        let mut taps: Vec<Arc<dyn kubetrail_pipeline::EventTap>> = vec![monitor_tap.clone()];
+        if let Some(detector) = &detector {
+            taps.push(detector.clone());
+        }
         let mut ingest_options = IngestOptions::new(data.clone());
-        ingest_options.tap = Some(monitor_tap.clone() as Arc<dyn kubetrail_pipeline::EventTap>);
+        ingest_options.tap = Some(Arc::new(kubetrail_pipeline::Taps(taps)));
         ingest_options.decode = decode.clone();
         ingest_options.quarantine_max_bytes = units::parse_size(&config.quarantine.max_size)
             .map_err(|e| value_error("quarantine.maxSize", e))?;
@@ -306,6 +314,7 @@ impl Server {
             tail_stats.clone(),
             Some(monitors.clone()),
             Some(transforms.clone()),
+            detector.clone(),
         );
         let app = Arc::new(App {
             credentials,
@@ -326,6 +335,7 @@ impl Server {
             tail_stats,
             webhook_counts: Mutex::new(BTreeMap::new()),
             monitors: Some(monitors.clone()),
+            detections: detector,
         });
         let monitor_thread = Some(
             monitors
@@ -477,6 +487,71 @@ fn client_common_name(connection: &rustls::ServerConnection) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?;
     Some(cn.to_owned())
+}
+
+/// Starts live detections when they are enabled: the bundled pack and the configured rule
+/// files (a bad rule file is logged and left out, as a bad monitor is; the other rules run).
+fn detections(
+    config: &ServeConfig,
+    data: &Path,
+) -> Result<Option<Arc<kubetrail_alert::detect::Detector>>, ServerError> {
+    let settings = &config.detections;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let files = kubetrail_alert::detect::read_rule_files(&settings.rules)
+        .map_err(|e| value_error("detections.rules", e))?;
+    let set = kubetrail_rules::RuleSet::load(!settings.no_pack, &files);
+    for problem in &set.problems {
+        tracing::warn!(%problem, "rule left out");
+    }
+    let notify_min_severity = kubetrail_rules::Severity::parse(&settings.notify_min_severity)
+        .ok_or_else(|| {
+            value_error(
+                "detections.notifyMinSeverity",
+                format!(
+                    "{:?} is not a severity (info, low, medium, high, critical)",
+                    settings.notify_min_severity
+                ),
+            )
+        })?;
+    let group_by = settings
+        .group_by
+        .iter()
+        .map(|name| {
+            kubetrail_query::Field::resolve(name, 0)
+                .ok()
+                .filter(|f| !f.is_search_only())
+                .ok_or_else(|| {
+                    value_error("detections.groupBy", format!("{name:?} is not a field"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_age = match settings.max_age.as_ref().or(config.store.max_age.as_ref()) {
+        Some(age) => {
+            Some(units::parse_duration_flag(age).map_err(|e| value_error("detections.maxAge", e))?)
+        }
+        None => None,
+    };
+    let options = kubetrail_alert::detect::DetectOptions {
+        dir: data.join("findings"),
+        outbox_dir: data.join("monitors").join("outbox"),
+        notify: settings.notify.clone(),
+        notify_min_severity,
+        group_by,
+        group_window: units::parse_duration_flag(&settings.group_window)
+            .map_err(|e| value_error("detections.groupWindow", e))?,
+        max_age,
+        external_url: config.monitoring.external_url.clone(),
+    };
+    tracing::info!(
+        rules = set.enabled().count(),
+        problems = set.problems.len(),
+        "detections running"
+    );
+    kubetrail_alert::detect::Detector::start(&set, options)
+        .map(Some)
+        .map_err(|e| value_error("detections", e))
 }
 
 fn duration(text: &str, field: &str) -> Result<Duration, ServerError> {
@@ -799,6 +874,7 @@ fn router(app: Arc<App>) -> Router {
         .chain(quarantine::routes())
         .chain(monitors::routes())
         .chain(exclusions::routes())
+        .chain(findings::routes())
     {
         api = api.route(path, route);
     }

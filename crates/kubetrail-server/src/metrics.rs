@@ -75,6 +75,7 @@ struct Figures {
     tail: Vec<Arc<TailStats>>,
     monitors: Option<Arc<crate::monitors::Monitors>>,
     transforms: Option<Arc<kubetrail_pipeline::Transforms>>,
+    detections: Option<Arc<kubetrail_alert::detect::Detector>>,
 }
 
 /// A histogram read at scrape time.
@@ -133,6 +134,7 @@ impl Metrics {
         tail: Vec<Arc<TailStats>>,
         monitors: Option<Arc<crate::monitors::Monitors>>,
         transforms: Option<Arc<kubetrail_pipeline::Transforms>>,
+        detections: Option<Arc<kubetrail_alert::detect::Detector>>,
     ) -> Self {
         let mut registry = Registry::default();
         let events_received = Family::<SourceCluster, Counter>::default();
@@ -178,6 +180,7 @@ impl Metrics {
             tail,
             monitors,
             transforms,
+            detections,
         }));
         Metrics {
             registry,
@@ -255,6 +258,12 @@ struct FileLabel {
 struct MonitorAlertLabel {
     monitor: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleSeverityLabel {
+    rule: String,
+    severity: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -375,6 +384,59 @@ impl Collector for Figures {
                 };
                 ConstCounter::new(n).encode(deliveries.encode_family(&label)?)?;
             }
+        }
+        if let Some(detector) = &self.detections {
+            let stats = detector.stats();
+            let mut findings = encoder.encode_descriptor(
+                "kubetrail_detection_findings",
+                "Findings of the detection rules, by rule and severity",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            let counts: Vec<((String, kubetrail_rules::Severity), u64)> = stats
+                .findings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            for ((rule, severity), n) in counts {
+                let label = RuleSeverityLabel {
+                    rule,
+                    severity: severity.as_str().to_owned(),
+                };
+                ConstCounter::new(n).encode(findings.encode_family(&label)?)?;
+            }
+            counter(
+                &mut encoder,
+                "kubetrail_detection_events",
+                "Events judged by the detection rules",
+                load(&stats.events),
+            )?;
+            counter(
+                &mut encoder,
+                "kubetrail_detection_findings_dropped",
+                "Findings dropped because their writer fell behind",
+                load(&stats.dropped),
+            )?;
+            counter(
+                &mut encoder,
+                "kubetrail_detection_write_errors",
+                "Findings that could not be written to the data directory",
+                load(&stats.write_errors),
+            )?;
+            counter(
+                &mut encoder,
+                "kubetrail_detection_notifications",
+                "Notifications of findings queued for the channels",
+                load(&stats.notifications),
+            )?;
+            gauge(
+                &mut encoder,
+                "kubetrail_detection_rules",
+                "Detection rules running",
+                detector.rules().iter().filter(|r| r.enabled).count() as i64,
+            )?;
         }
         if !self.tail.is_empty() {
             let sum = |field: fn(&TailStats) -> &std::sync::atomic::AtomicU64| {

@@ -70,6 +70,13 @@ pub struct ServeArgs {
     /// A directory of monitor files (docs/monitors.md), read again when they change.
     #[arg(long, value_name = "DIR")]
     pub monitors: Option<PathBuf>,
+    /// A directory or file of detection rules and overrides, loaded after the bundled pack
+    /// (docs/detections.md); repeatable.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Do not run detection rules.
+    #[arg(long)]
+    pub no_detections: bool,
     /// kubetrail's address as people reach it, for the links in notifications.
     #[arg(long, value_name = "URL", env = "KUBETRAIL_EXTERNAL_URL")]
     pub external_url: Option<String>,
@@ -120,6 +127,10 @@ impl ServeArgs {
         }
         if let Some(url) = &self.external_url {
             config.monitoring.external_url = Some(url.clone());
+        }
+        config.detections.rules.extend(self.rules.iter().cloned());
+        if self.no_detections {
+            config.detections.enabled = false;
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig {
