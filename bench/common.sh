@@ -20,4 +20,4 @@ generate_log() {
 command -v jq >/dev/null || { echo "bench: jq is not installed (apt-get install jq)" >&2; exit 1; }
 # BENCH_NO_BUILD=1 measures the release binary already built (e.g. while editing other code).
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --locked -q -p kubetrail
-bin=target/release/kubetrail
+bin=${CARGO_TARGET_DIR:-target}/release/kubetrail

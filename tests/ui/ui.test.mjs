@@ -271,6 +271,7 @@ test('reports, actor, denials and monitors pages render and pass axe', async () 
     ['actor', '/actor?user=admin&range=all', 'Actions (verb × resource), first seen first'],
     ['denied', '/denied?range=all', null],
     ['monitors', '/monitors', 'Monitors'],
+    ['detections', '/detections?range=all', 'Detections'],
   ]) {
     await page.goto(BASE + url);
     await settle();
@@ -280,6 +281,38 @@ test('reports, actor, denials and monitors pages render and pass axe', async () 
     await axe(name);
   }
   assert.ok((await page.getByRole('link', { name: 'Monitors' }).count()) > 0);
+});
+
+test('detections list findings with what matched, filter by rule and severity, and pass axe', async () => {
+  // The detector writes findings a moment after the events are stored.
+  const findings = page.getByRole('table', { name: 'Findings' }).locator('tbody tr');
+  for (let i = 0; i < 20; i++) {
+    await page.goto(`${BASE}/detections?range=all&severity=info`);
+    await settle();
+    if ((await findings.count()) > 0) break;
+    await page.waitForTimeout(500);
+  }
+  assert.ok((await findings.count()) > 10, 'the fixture log has findings');
+  const rules = page.getByRole('table', { name: 'Rules' }).locator('tbody tr');
+  assert.ok((await rules.count()) >= 60, 'the pack is listed');
+  await shot('11-detections');
+  await axe('detections');
+  await page.getByRole('combobox', { name: 'Rule' }).selectOption('exec-into-pod');
+  await settle();
+  assert.ok(page.url().includes('rule=exec-into-pod'));
+  const execs = await findings.count();
+  assert.ok(execs > 0);
+  for (let i = 0; i < execs; i++) assert.ok((await findings.nth(i).textContent()).includes('pods/exec'));
+  await page.getByRole('combobox', { name: 'Lowest severity' }).selectOption('critical');
+  await settle();
+  assert.equal(await findings.count(), 0);
+  await page.getByText('No finding at critical or above').waitFor();
+  await page.goto(`${BASE}/detections?range=all&severity=info&rule=exec-into-pod`);
+  await settle();
+  await findings.first().getByRole('link', { name: 'event' }).click();
+  await settle();
+  assert.ok(page.url().includes('/explore'));
+  assert.ok((await rows().count()) >= 1, 'the stages of the request');
 });
 
 test('attacker-controlled fields are shown as text and never run', async () => {

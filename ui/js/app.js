@@ -5,11 +5,11 @@ import { html, render, useEffect, useState } from '../vendor/preact-htm.mjs';
 import { api, session, onExpired } from './api.js';
 import { href, navigate, useLocation, Link } from './router.js';
 import { Explore } from './explore.js';
-import { Views, Reports, Report, ObjectHistory, Actor, Denied, Monitors } from './pages.js';
+import { Views, Reports, Report, ObjectHistory, Actor, Denied, Monitors, Detections } from './pages.js';
 import { defaultRange } from './time.js';
 
 const NAV = [
-  ['/explore', 'Explore'], ['/views', 'Views'], ['/reports', 'Reports'], ['/monitors', 'Monitors'], ['/denied', 'RBAC denials'],
+  ['/explore', 'Explore'], ['/views', 'Views'], ['/reports', 'Reports'], ['/detections', 'Detections'], ['/monitors', 'Monitors'], ['/denied', 'RBAC denials'],
 ];
 
 function Login({ next }) {
@@ -57,7 +57,7 @@ function Shell({ loc, children }) {
 }
 
 /** Pages that take a time range get one in their URL before they load, so links are exact. */
-const RANGED = ['/explore', '/actor', '/denied', '/reports/', '/object'];
+const RANGED = ['/explore', '/actor', '/denied', '/reports/', '/object', '/detections'];
 
 /** Goes to `to` once rendered (navigation must not happen during a render). */
 function Redirect({ to }) {
@@ -92,6 +92,7 @@ function App() {
   else if (loc.path === '/actor') page = html`<${Actor} params=${p} />`;
   else if (loc.path === '/denied') page = html`<${Denied} params=${p} />`;
   else if (loc.path === '/monitors') page = html`<${Monitors} params=${p} />`;
+  else if (loc.path === '/detections') page = html`<${Detections} params=${p} />`;
   else page = html`<div><h1>Not found</h1><p>Nothing here. <${Link} to="/explore">Explore the events</${Link}>.</p></div>`;
   return html`<${Shell} loc=${loc}>${page}</${Shell}>`;
 }

@@ -1,5 +1,6 @@
 // The pages besides the explorer: ready views for the questions operators ask, the reports,
-// an object's history with field-level diffs, an actor's activity, RBAC denials, monitors.
+// an object's history with field-level diffs, an actor's activity, RBAC denials, monitors,
+// detections.
 
 import { html, useEffect, useState } from '../vendor/preact-htm.mjs';
 import { api, aborted } from './api.js';
@@ -330,3 +331,70 @@ function relatedLink(t, monitors) {
   return html`<${Link} to=${explore(q.trim(), { from, to })}>related events</${Link}>`;
 }
 
+
+const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'];
+
+/** A finding's object: ` ns/name`, ` name`, ` in ns` or nothing. */
+function objectText(f) {
+  if (f.name) return ` ${f.namespace ? `${f.namespace}/` : ''}${f.name}`;
+  return f.namespace ? ` in ${f.namespace}` : '';
+}
+
+/**
+ * What the detection rules found: findings newest first, filtered by lowest severity, rule and a
+ * search over their events, each with what matched and links to the event and the actor; and
+ * the rules that run, with their findings since the server started.
+ */
+export function Detections({ params }) {
+  useEffect(() => { document.title = 'Detections · kubetrail'; }, []);
+  const severity = params.severity || 'low';
+  const query = { ...rangeParams(params), severity, rule: params.rule, q: params.q, limit: 500 };
+  const deps = [params.since, params.from, params.to, params.range, severity, params.rule, params.q];
+  const found = useApi('findings', query, deps);
+  const rules = useApi('rules', {}, []);
+  const [text, setText] = useState(params.q || '');
+  const go = (change) => navigate(href('/detections', { ...rangeOf(params), severity, rule: params.rule, q: params.q, ...change }));
+  const list = found.data ? found.data.findings : [];
+  const ruleList = rules.data ? rules.data.rules : [];
+  return html`<div aria-busy=${found.busy || rules.busy}>
+    <div class="querybar"><h1>Detections</h1><span class="spacer"></span>
+      <${TimePicker} params=${params} onChange=${(r) => navigate(href('/detections', { severity, rule: params.rule, q: params.q, ...r }))} /></div>
+    <form class="filters" onSubmit=${(e) => { e.preventDefault(); go({ q: text.trim() || undefined }); }}>
+      <label>Lowest severity <select value=${severity} onChange=${(e) => go({ severity: e.currentTarget.value })}>
+        ${SEVERITIES.map((s) => html`<option value=${s}>${s}</option>`)}</select></label>
+      <label>Rule <select value=${params.rule || ''} onChange=${(e) => go({ rule: e.currentTarget.value || undefined })}>
+        <option value="">every rule</option>
+        ${ruleList.map((r) => html`<option value=${r.id}>${r.id}</option>`)}</select></label>
+      <label>Events matching <input type="search" value=${text} placeholder="user:alice ns:payments" onInput=${(e) => setText(e.currentTarget.value)} /></label>
+      <button>Filter</button>
+    </form>
+    ${found.error && html`<p class="error" role="alert">${found.error}</p>`}
+    ${found.data && !list.length && html`<p class="muted">No finding at ${severity} or above in ${describe(params)}.</p>`}
+    ${list.length > 0 && html`<div class="results" tabindex="0"><table class="grid" aria-label="Findings">
+      <thead><tr><th scope="col">time</th><th scope="col">severity</th><th scope="col">rule</th><th scope="col">user</th><th scope="col">request</th><th scope="col">what matched</th><th scope="col">ATT&CK</th><th scope="col">event</th></tr></thead>
+      <tbody>${list.map((f) => html`<tr>
+        <td>${formatTime(f.time)}</td>
+        <td><span class=${`severity-${f.severity}`}>${f.severity}</span></td>
+        <td title=${f.rule}><${Link} to=${href('/detections', { ...rangeOf(params), severity, rule: f.rule })}>${f.title}</${Link}></td>
+        <td>${f.user ? html`<${Link} to=${href('/actor', { user: f.user, range: 'all' })}>${f.user}</${Link}>` : html`<span class="muted">${(f.group || []).map(([k, v]) => `${k}=${v}`).join(' ') || 'unknown'}</span>`}</td>
+        <td>${f.verb} ${f.resource}${objectText(f)}${f.code ? ` → ${f.code}` : ''}</td>
+        <td title=${f.explanation}>${f.explanation}</td>
+        <td>${(f.mitre.techniques || []).join(', ')}</td>
+        <td><${Link} to=${explore(`id:${quote(f.auditID)}`, { range: 'all' })}>event</${Link}></td>
+      </tr>`)}</tbody>
+    </table></div>`}
+    <h2>Rules</h2>
+    ${rules.error && html`<p class="muted">${rules.error}</p>`}
+    ${ruleList.length > 0 && html`<div class="results" tabindex="0"><table class="grid" aria-label="Rules">
+      <thead><tr><th scope="col">rule</th><th scope="col">severity</th><th scope="col">title</th><th scope="col">ATT&CK</th><th scope="col" class="num">findings</th><th scope="col">condition</th></tr></thead>
+      <tbody>${ruleList.map((r) => html`<tr>
+        <td>${r.id}${r.enabled === false ? html` <span class="muted">(off)</span>` : ''}</td>
+        <td><span class=${`severity-${r.severity}`}>${r.severity}</span></td>
+        <td>${r.title}</td>
+        <td>${[...(r.mitre.tactics || []), ...(r.mitre.techniques || [])].join(', ')}</td>
+        <td class="num">${r.findings > 0 ? html`<${Link} to=${href('/detections', { ...rangeOf(params), severity: 'info', rule: r.id })}>${r.findings}</${Link}>` : 0}</td>
+        <td><${Link} to=${explore(r.condition, { range: 'all' })}><code>${r.condition}</code></${Link}></td>
+      </tr>`)}</tbody>
+    </table></div>`}
+  </div>`;
+}

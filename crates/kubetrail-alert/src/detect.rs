@@ -28,9 +28,11 @@ use std::time::{Duration, Instant};
 use kubetrail_event::{AuditEvent, Timestamp};
 use kubetrail_query::{Field, Matcher};
 use kubetrail_rules::{Engine, Finding, RuleSet, Severity};
+use kubetrail_store::QueryEngine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::history::{ScanError, scan_store};
 use crate::notify::{Alert, Notification, Status};
 use crate::outbox::Outbox;
 
@@ -186,6 +188,32 @@ impl Detector {
     /// The rules loaded.
     pub fn rules(&self) -> &[RuleSummary] {
         &self.rules
+    }
+
+    /// Gives the stateful rules their past before the first live event: the tuples first-seen
+    /// rules already know and the sequences in progress, read from the store (the events of
+    /// the longest learning period or span before `now_micros` that such rules look at).
+    /// Call it before events flow: a live event judged before its history is learned could be
+    /// reported as new. Returns how many stored events were learned.
+    pub fn warm_up(&self, store: &QueryEngine, now_micros: i64) -> Result<u64, ScanError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(span), Some(search)) = (engine.history_span(), engine.history_query()) else {
+            return Ok(0);
+        };
+        let from = now_micros - span;
+        let filter = match kubetrail_query::parse(&search) {
+            Ok(query) => query.filter,
+            Err(e) => {
+                tracing::warn!(error = %e, "the stateful rules' history search does not parse; warming with every event");
+                None
+            }
+        };
+        let learned = scan_store(store, filter, Some(from), None, |event, cluster, time| {
+            engine.learn(event, cluster, time);
+            Ok(())
+        })?;
+        engine.history_starts_at(from);
+        Ok(learned)
     }
 }
 

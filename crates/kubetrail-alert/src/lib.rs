@@ -13,6 +13,7 @@ pub mod condition;
 pub mod deliver;
 pub mod detect;
 pub mod evaluate;
+pub mod history;
 pub mod live;
 pub mod notify;
 pub mod outbox;

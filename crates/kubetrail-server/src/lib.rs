@@ -549,9 +549,38 @@ fn detections(
         problems = set.problems.len(),
         "detections running"
     );
-    kubetrail_alert::detect::Detector::start(&set, options)
-        .map(Some)
-        .map_err(|e| value_error("detections", e))
+    let detector = kubetrail_alert::detect::Detector::start(&set, options)
+        .map_err(|e| value_error("detections", e))?;
+    // The query engine has a runtime of its own, opened and dropped outside the server's.
+    tokio::task::block_in_place(|| warm_up_detections(&detector, data));
+    Ok(Some(detector))
+}
+
+/// Reads the stored history the stateful rules need before events flow (first-seen tuples,
+/// sequences in progress). A store that cannot be read is logged: those rules then learn from
+/// the live stream alone, and the others run as always.
+fn warm_up_detections(detector: &kubetrail_alert::detect::Detector, data: &Path) {
+    let store = match kubetrail_store::QueryEngine::open(data) {
+        Ok(store) => store,
+        Err(kubetrail_store::StoreError::Missing(_)) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "stored history could not be read for the stateful rules");
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let now = kubetrail_alert::now_micros();
+    match detector.warm_up(&store, now) {
+        Ok(0) => {}
+        Ok(events) => tracing::info!(
+            events,
+            seconds = started.elapsed().as_secs_f64(),
+            "stateful rules learned from stored history"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "stored history could not be read for the stateful rules")
+        }
+    }
 }
 
 fn duration(text: &str, field: &str) -> Result<Duration, ServerError> {

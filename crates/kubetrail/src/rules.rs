@@ -3,16 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{Array, StringArray, StringViewArray, TimestampMicrosecondArray};
 use clap::{Args, Subcommand, ValueEnum};
-use kubetrail_event::{DecodeOptions, Decoded, Decoder};
-use kubetrail_query::{
-    CompileOptions, DataFusionDialect, Expr, Query, QueryLimits, SearchCursor, compile_scan, parse,
-};
-use kubetrail_rules::{Engine, Finding, RuleSet, Severity, SourceFile, run_inline_tests};
+use kubetrail_alert::detect::read_rule_files;
+use kubetrail_alert::history::scan_store;
+use kubetrail_event::Decoded;
+use kubetrail_query::{Expr, parse};
+use kubetrail_rules::{Engine, Finding, RuleSet, Severity, run_inline_tests};
 use serde::Serialize;
 
 use crate::cat::DecodeArgs;
@@ -28,6 +27,9 @@ pub enum RulesCommand {
     Test(TestArgs),
     /// Report what the rules find in audit log files, or over the store's history.
     Run(RunArgs),
+    /// Convert Sigma rules for Kubernetes audit logs into rule files, exactly or not at all
+    /// (`docs/sigma.md`).
+    ImportSigma(ImportSigmaArgs),
 }
 
 /// Where rules come from.
@@ -45,10 +47,8 @@ pub struct RuleSources {
 impl RuleSources {
     /// Loads the rules; problems are printed, and make the load fail when `strict`.
     fn load(&self, extra: &[PathBuf], strict: bool) -> Result<RuleSet> {
-        let mut files = Vec::new();
-        for dir in self.dirs.iter().chain(extra) {
-            read_rule_files(dir, &mut files)?;
-        }
+        let paths: Vec<PathBuf> = self.dirs.iter().chain(extra).cloned().collect();
+        let files = read_rule_files(&paths)?;
         let set = RuleSet::load(!self.no_pack, &files);
         for problem in &set.problems {
             eprintln!("kubetrail: {problem}");
@@ -58,32 +58,6 @@ impl RuleSources {
         }
         Ok(set)
     }
-}
-
-/// Reads `path` (a file, or every `.yaml`/`.yml` file below a directory, in name order).
-fn read_rule_files(path: &Path, files: &mut Vec<SourceFile>) -> Result<()> {
-    let metadata =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if metadata.is_file() {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        files.push(SourceFile {
-            name: path.display().to_string(),
-            text,
-        });
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() || entry.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            read_rule_files(&entry, files)?;
-        }
-    }
-    Ok(())
 }
 
 /// Output formats.
@@ -148,6 +122,7 @@ pub fn run(command: &RulesCommand) -> Result<Outcome> {
         RulesCommand::List(args) => list(args),
         RulesCommand::Test(args) => test(args),
         RulesCommand::Run(args) => hunt(args),
+        RulesCommand::ImportSigma(args) => import_sigma(args),
     }
 }
 
@@ -435,12 +410,9 @@ fn hunt_files(
     Ok((events, diagnostics.finish()))
 }
 
-/// Events per page read from the store.
-const PAGE: u64 = 20_000;
-
 /// Reads the store oldest first, only the events some rule's condition matches (one search of
 /// the conditions' alternatives, so the store skips what no rule looks at), and evaluates the
-/// rules on them in order.
+/// rules on them in order. First-seen rules learn from the start of the range on.
 fn hunt_store(
     args: &RunArgs,
     set: &RuleSet,
@@ -460,61 +432,89 @@ fn hunt_store(
     if alternatives.is_empty() && !everything {
         return Ok((0, Outcome::Clean));
     }
-    let query = Query {
-        filter: (!everything).then_some(Expr::Or(alternatives)),
-        pipes: Vec::new(),
-    };
-    let options = CompileOptions {
+    if let Some(from) = from_micros {
+        engine.history_starts_at(from);
+    }
+    let filter = (!everything).then_some(Expr::Or(alternatives));
+    let mut findings = Vec::new();
+    let events = scan_store(
+        &store,
+        filter,
         from_micros,
         to_micros,
-        cluster: None,
-        default_limit: PAGE,
-        limits: QueryLimits::default(),
-        now_micros: None,
-    };
-    let mut cursor: Option<SearchCursor> = None;
-    let mut events = 0;
-    let mut findings = Vec::new();
-    loop {
-        let compiled = compile_scan(&query, &DataFusionDialect, &options, cursor.as_ref(), PAGE);
-        let batches = store.query(&compiled)?;
-        let mut rows = 0;
-        for batch in &batches {
-            let column = |i: usize| batch.column(i).as_any();
-            let (Some(times), Some(ids), Some(stages), Some(clusters), Some(originals)) = (
-                column(0).downcast_ref::<TimestampMicrosecondArray>(),
-                column(1).downcast_ref::<StringArray>(),
-                column(2).downcast_ref::<StringArray>(),
-                column(3).downcast_ref::<StringArray>(),
-                column(4).downcast_ref::<StringViewArray>(),
-            ) else {
-                bail!("the store answered unexpected columns");
-            };
-            for row in 0..batch.num_rows() {
-                rows += 1;
-                let time = times.value(row);
-                let cluster = clusters.value(row);
-                let mut decoder = Decoder::new(DecodeOptions::default());
-                let mut out = |decoded: Decoded<'_>| {
-                    if let Decoded::Event(event, _) = decoded {
-                        engine.evaluate(&event, cluster, time, &mut findings);
-                    }
-                };
-                decoder.feed(originals.value(row).as_bytes(), &mut out);
-                decoder.finish(&mut out);
-                printer.print(&mut findings)?;
-                cursor = Some(SearchCursor {
-                    time_micros: time,
-                    audit_id: ids.value(row).to_owned(),
-                    stage: stages.value(row).to_owned(),
-                });
-            }
-        }
-        events += rows;
-        if rows < PAGE {
-            break;
-        }
-    }
+        |event, cluster, time| {
+            engine.evaluate(event, cluster, time, &mut findings);
+            printer.print(&mut findings).map_err(std::io::Error::other)
+        },
+    )?;
     let _ = std::io::stderr().flush();
     Ok((events, Outcome::Clean))
+}
+
+#[derive(Debug, Args)]
+pub struct ImportSigmaArgs {
+    /// Sigma rule files, or directories (every `.yml`/`.yaml` below them); correlations find
+    /// the rules they count among all of them.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write each rule to DIR/<id>.yaml instead of printing them all, `---` between them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Read a Sigma field as a kubetrail field (repeatable), for a rule naming a field audit
+    /// events lack when you know what it means: `--field hostPath=pod.hostPath`.
+    #[arg(long = "field", value_name = "SIGMA=KUBETRAIL")]
+    pub fields: Vec<String>,
+}
+
+/// Converts Sigma rules; refused rules are reported, with every construct that could not be
+/// converted, and make the exit status 3.
+fn import_sigma(args: &ImportSigmaArgs) -> Result<Outcome> {
+    let mut options = kubetrail_rules::SigmaOptions::default();
+    for mapping in &args.fields {
+        if let Err(e) = options.map_field(mapping) {
+            bail!("--field {e}");
+        }
+    }
+    let files = read_rule_files(&args.files)?;
+    let import = kubetrail_rules::import_sigma(&files, &options);
+    for refused in &import.refused {
+        for line in refused.to_string().lines() {
+            eprintln!("kubetrail: refused: {line}");
+        }
+    }
+    let mut out = StdoutSink::new();
+    match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for rule in &import.rules {
+                let path = dir.join(format!("{}.yaml", rule.id));
+                std::fs::write(&path, &rule.yaml)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        None => {
+            for (i, rule) in import.rules.iter().enumerate() {
+                if i > 0 {
+                    out.write(b"---\n")?;
+                }
+                out.write(rule.yaml.as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!(
+        "{} rules converted, {} refused{}",
+        import.rules.len(),
+        import.refused.len(),
+        match import.correlated_only.len() {
+            0 => String::new(),
+            n => format!(", {n} only counted by correlations"),
+        }
+    );
+    Ok(if import.refused.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Skipped
+    })
 }

@@ -8,12 +8,15 @@ mod api;
 mod cat;
 mod deploy;
 mod durability;
+mod falco;
 mod hostile;
 mod monitor;
 mod policy;
 mod rbac;
 mod report;
+mod rules;
 mod serve;
+mod sigma;
 mod store;
 mod ui;
 

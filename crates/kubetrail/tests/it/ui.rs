@@ -278,5 +278,5 @@ fn the_ui_works_in_a_real_browser() {
         "browser tests failed (screenshots in {}):\n{report}",
         artifacts.display()
     );
-    assert!(report.contains("pass 14"), "{report}");
+    assert!(report.contains("pass 15"), "{report}");
 }
