@@ -73,7 +73,7 @@ fi
 if [[ " $parts " == *" B "* ]]; then
   echo "B. the pack on its own…" >&2
   printf '\nB. '
-  cargo bench --locked -q -p kubetrail-rules --bench pack -- "$accept_log" 2> "$dir/detections-pack.err" |
+  cargo bench --locked -q -p kubetrail-rules --bench pack -- "$PWD/$accept_log" 2> "$dir/detections-pack.err" |
     tee "$dir/detections-pack.txt"
   grep -q 'NOT met' "$dir/detections-pack.txt" && failed=1
 fi
