@@ -15,8 +15,8 @@
 //!
 //! **Cost.** The ingest thread pays for every event, so the work is bounded: monitors are
 //! indexed by one equality of their filter (`verb:get`, `user_kind:(human OR node)`,
-//! `code:403`) and an event is matched only against the monitors its field values select,
-//! group keys are built in one reused buffer, and a bucket keeps at most
+//! `code:403`; [`FilterIndex`]) and an event is matched only against the monitors its field
+//! values select, group keys are built in one reused buffer, and a bucket keeps at most
 //! [`keys_per_bucket`](FeedSpec::keys_per_bucket) groups (more are counted as dropped and the
 //! monitor says it is capped).
 //!
@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kubetrail_event::AuditEvent;
 use kubetrail_query::{
-    AggFunc, CompareOp, Expr, Field, FieldKind, JsonColumn, Literal, Matcher, PartialKind, Pattern,
-    Query, Value, value_of,
+    AggFunc, Expr, Field, FieldKind, FilterIndex, JsonColumn, Matcher, PartialKind, Query, Value,
+    value_of,
 };
 
 use crate::window::{GroupKey, Partial};
@@ -40,8 +40,6 @@ use crate::window::{GroupKey, Partial};
 #[derive(Debug, Clone)]
 pub struct FeedSpec {
     matcher: Matcher,
-    /// The filter's equality the index selects the monitor by, if it has one.
-    selector: Option<Selector>,
     by: Vec<Field>,
     /// The `by` field that is a list, if one is: an event counts once in the group of each
     /// of its elements (as the store's `UNNEST`), and not at all when the list is empty.
@@ -51,13 +49,6 @@ pub struct FeedSpec {
     bucket: i64,
     /// The most groups one bucket keeps.
     pub keys_per_bucket: usize,
-}
-
-/// `field = one of values`, a conjunct of a filter.
-#[derive(Debug, Clone)]
-enum Selector {
-    Text(Field, Vec<String>),
-    Int(Field, i64),
 }
 
 impl FeedSpec {
@@ -114,7 +105,6 @@ impl FeedSpec {
         };
         Some(FeedSpec {
             matcher: Matcher::new(&filter).ok()?,
-            selector: query.filter.as_ref().and_then(selector),
             by: by.to_vec(),
             list_by: lists.first().copied(),
             value: value.cloned(),
@@ -135,31 +125,6 @@ fn matched_alike(filter: &Expr) -> bool {
         Expr::Text(text) => text.is_ascii(),
         Expr::BodyText { body, text } => *body != JsonColumn::Annotations && text.is_ascii(),
         Expr::In { .. } | Expr::Exists(_) | Expr::Match { .. } | Expr::Compare { .. } => true,
-    }
-}
-
-/// An equality among the top-level conjuncts of `filter` that selects events by one value of
-/// a text column (not a list) or of an integer column.
-fn selector(filter: &Expr) -> Option<Selector> {
-    let column =
-        |field: &Field, kind: FieldKind| matches!(field, Field::Column(_)) && field.kind() == kind;
-    match filter {
-        Expr::And(all) => all.iter().find_map(selector),
-        Expr::Match {
-            field,
-            pattern: Pattern::Exact(value),
-        } if column(field, FieldKind::Text) => {
-            Some(Selector::Text(field.clone(), vec![value.clone()]))
-        }
-        Expr::In { field, values } if column(field, FieldKind::Text) => {
-            Some(Selector::Text(field.clone(), values.values().to_vec()))
-        }
-        Expr::Compare {
-            field,
-            op: CompareOp::Eq,
-            value: Literal::Int(n),
-        } if column(field, FieldKind::Int) => Some(Selector::Int(field.clone(), *n)),
-        _ => None,
     }
 }
 
@@ -210,54 +175,6 @@ pub struct Drained {
     pub future: u64,
 }
 
-/// Which feeds an event may concern, by the values of the fields their filters select on.
-#[derive(Debug, Default)]
-struct Index {
-    text: Vec<(Field, FastMap<String, Vec<usize>>)>,
-    ints: Vec<(Field, FastMap<i64, Vec<usize>>)>,
-    /// Feeds whose filter has no usable equality: every event is matched against them.
-    always: Vec<usize>,
-}
-
-impl Index {
-    fn build(feeds: &[Feed]) -> Index {
-        let mut index = Index::default();
-        for (i, feed) in feeds.iter().enumerate() {
-            match &feed.spec.selector {
-                None => index.always.push(i),
-                Some(Selector::Text(field, values)) => {
-                    let map = values_of(&mut index.text, field);
-                    for value in values {
-                        map.entry(value.clone()).or_default().push(i);
-                    }
-                }
-                Some(Selector::Int(field, n)) => {
-                    values_of(&mut index.ints, field)
-                        .entry(*n)
-                        .or_default()
-                        .push(i);
-                }
-            }
-        }
-        index
-    }
-}
-
-/// The map of `field`'s values to feeds in `fields`, added when missing.
-fn values_of<'i, K>(
-    fields: &'i mut Vec<(Field, FastMap<K, Vec<usize>>)>,
-    field: &Field,
-) -> &'i mut FastMap<K, Vec<usize>> {
-    let at = match fields.iter().position(|(f, _)| f == field) {
-        Some(at) => at,
-        None => {
-            fields.push((field.clone(), FastMap::default()));
-            fields.len() - 1
-        }
-    };
-    &mut fields[at].1
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     /// The newest event time accepted or stored so far (None: nothing yet).
@@ -269,7 +186,8 @@ struct Inner {
     /// Bumped when the writer fails: what the feeds hold may include events never stored.
     generation: u64,
     feeds: Vec<Feed>,
-    index: Index,
+    /// Which feeds an event may concern (see [`FilterIndex`]).
+    index: FilterIndex,
     candidates: Vec<usize>,
     key: String,
 }
@@ -315,7 +233,7 @@ impl Tap {
             dropped: 0,
             future: 0,
         });
-        inner.index = Index::build(&inner.feeds);
+        inner.index = FilterIndex::new(inner.feeds.iter().map(|f| f.spec.matcher.filter()));
         cut
     }
 
@@ -325,7 +243,7 @@ impl Tap {
         let before = inner.feeds.len();
         inner.feeds.retain(|f| f.name != name);
         if inner.feeds.len() != before {
-            inner.index = Index::build(&inner.feeds);
+            inner.index = FilterIndex::new(inner.feeds.iter().map(|f| f.spec.matcher.filter()));
         }
     }
 
@@ -411,22 +329,7 @@ impl Tap {
             horizon,
             ..
         } = inner;
-        candidates.clear();
-        candidates.extend_from_slice(&index.always);
-        for (field, by_value) in &index.text {
-            if let Value::Text(value) = value_of(field, event, cluster)
-                && let Some(feeds) = by_value.get(value.as_ref())
-            {
-                candidates.extend_from_slice(feeds);
-            }
-        }
-        for (field, by_value) in &index.ints {
-            if let Value::Int(Some(n)) = value_of(field, event, cluster)
-                && let Some(feeds) = by_value.get(&n)
-            {
-                candidates.extend_from_slice(feeds);
-            }
-        }
+        index.candidates(event, cluster, candidates);
         let horizon = if *horizon == 0 { i64::MAX } else { *horizon };
         for &i in candidates.iter() {
             feeds[i].add(event, cluster, time, horizon, key);

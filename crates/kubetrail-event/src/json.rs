@@ -285,6 +285,29 @@ pub fn unescape(quoted: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether an object in the JSON `text` may have a member named `key`: false only when it
+/// certainly has none, because `"key"` appears nowhere and no `\u` escape spells one of the
+/// key's characters (a key may be written escaped). A scan of the bytes, far cheaper than a
+/// walk: what lets a search skip walking a body for a field it does not hold. Keys with
+/// other than ASCII letters and digits are always "may".
+pub fn may_have_key(text: &str, key: &str) -> bool {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return true;
+    }
+    let bytes = text.as_bytes();
+    let quoted_at =
+        |at: usize| at > 0 && bytes[at - 1] == b'"' && bytes.get(at + key.len()) == Some(&b'"');
+    if memchr::memmem::find_iter(bytes, key.as_bytes()).any(quoted_at) {
+        return true;
+    }
+    memchr::memmem::find_iter(bytes, b"\\u").any(|at| {
+        text.get(at + 2..at + 6)
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            .and_then(char::from_u32)
+            .is_some_and(|c| key.contains(c))
+    })
+}
+
 /// The values found at a dotted `path` in a JSON text, searching every element of the arrays
 /// on the way (`spec.containers.image` looks in each container): strings unescaped, numbers
 /// and booleans as written, objects as their JSON text; `null` is no value. An empty path is
@@ -350,6 +373,24 @@ mod tests {
 
     fn deep(levels: usize) -> String {
         format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn a_key_is_ruled_out_only_when_no_spelling_of_it_can_be_there() {
+        let body = r#"{"spec":{"hostPID":true,"note":"a \u003c b"}}"#;
+        assert!(may_have_key(body, "hostPID"));
+        assert!(!may_have_key(body, "hostIPC"));
+        // Written as a value, not a key: still "may" (cheap and safe).
+        assert!(may_have_key(r#"{"a":"hostIPC"}"#, "hostIPC"));
+        // Spelled with an escape: a walk decodes it, so the scan must not rule it out.
+        let escaped = r#"{"spec":{"host\u0049PC":true}}"#;
+        assert!(may_have_key(escaped, "hostIPC"));
+        assert_eq!(values_at_path(escaped, &["spec", "hostIPC"]), vec!["true"]);
+        // An escape of a character the key lacks rules nothing in.
+        assert!(!may_have_key(r#"{"x":"\u0026"}"#, "hostIPC"));
+        // Part of a longer key is not the key.
+        assert!(!may_have_key(r#"{"hostIPCs":1,"xhostIPC":2}"#, "hostIPC"));
+        assert!(may_have_key("{}", "host-path"));
     }
 
     #[test]

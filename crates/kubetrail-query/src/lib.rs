@@ -13,6 +13,7 @@
 mod ast;
 mod error;
 mod fields;
+mod index;
 mod lexer;
 mod limits;
 mod matcher;
@@ -25,10 +26,11 @@ pub use fields::{
     CONTAINER_LISTS, FIELDS, Field, FieldDef, FieldKind, JsonColumn, POD_FIELDS, POD_SPEC_ROOTS,
     PodFieldDef, parse_duration_micros, pod_spec_root,
 };
+pub use index::FilterIndex;
 pub use lexer::CompareOp;
 pub use limits::QueryLimits;
 pub use matcher::{
-    Evidence, Matcher, Value, field_value, uri_param_values, value_of, wildcard_match,
+    EventView, Evidence, Matcher, Value, field_value, uri_param_values, value_of, wildcard_match,
 };
 pub use parser::{parse, parse_with};
 pub use sql::{

@@ -4,7 +4,9 @@
 //! so a filter means the same here as in a stored query.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
+use std::rc::Rc;
 
 use kubetrail_event::AuditEvent;
 
@@ -16,7 +18,113 @@ use crate::lexer::CompareOp;
 /// A compiled search for matching events one by one.
 #[derive(Debug, Clone)]
 pub struct Matcher {
+    /// The search as written: what [`Matcher::explain`] walks, so evidence comes in the
+    /// order of the terms.
     expr: Option<Expr>,
+    /// The same search compiled for deciding fast (see [`Node`]).
+    compiled: Option<Node>,
+}
+
+/// A search compiled for deciding, not explaining: the operands of every `AND` and `OR` are
+/// ordered cheapest first (columns before URI parameters before JSON walks and free text), so
+/// most events fail on a column and no body is read; and the values an `OR` compares one field
+/// with (`pod.image:(alpine OR */alpine:* OR …)`, a hundred patterns in a detection) are
+/// grouped, so the field is read once and its values tried against the set. Terms have no
+/// side effects: neither changes what matches, only the cost.
+#[derive(Debug, Clone)]
+enum Node {
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    /// The field equals one of `exact` (sorted) or matches one of `wildcards`.
+    AnyOf {
+        field: Field,
+        exact: Vec<String>,
+        wildcards: Globs,
+    },
+    Term(Expr),
+}
+
+impl Node {
+    fn compile(expr: &Expr) -> Node {
+        let mut node = match expr {
+            Expr::And(all) => Node::And(all.iter().map(Node::compile).collect()),
+            Expr::Or(any) => Node::Or(group_alternatives(any)),
+            term @ (Expr::Match { .. } | Expr::In { .. }) => {
+                group_alternatives(std::slice::from_ref(term))
+                    .pop()
+                    .unwrap_or_else(|| Node::Term(term.clone()))
+            }
+            Expr::Not(inner) => Node::Not(Box::new(Node::compile(inner))),
+            term => Node::Term(term.clone()),
+        };
+        if let Node::And(all) | Node::Or(all) = &mut node {
+            all.sort_by_cached_key(Node::cost);
+        }
+        node
+    }
+
+    /// A rough cost of deciding the node on one event, in units of reading a column.
+    fn cost(&self) -> u32 {
+        match self {
+            Node::And(all) | Node::Or(all) => all.iter().map(Node::cost).sum(),
+            Node::Not(inner) => inner.cost(),
+            Node::AnyOf { field, .. } => field_cost(field) + 1,
+            Node::Term(term) => cost(term),
+        }
+    }
+}
+
+/// The alternatives of an `OR`, compiled, with the equalities and patterns on one field
+/// merged into one [`Node::AnyOf`] (in the place of the first).
+fn group_alternatives(any: &[Expr]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::with_capacity(any.len());
+    // Per field: where its node goes, its exact values and its patterns.
+    let mut groups: Vec<(usize, &Field, Vec<String>, Vec<String>)> = Vec::new();
+    for alternative in any {
+        let (field, exact, wildcard) = match alternative {
+            Expr::Match {
+                field,
+                pattern: Pattern::Exact(value),
+            } => (field, std::slice::from_ref(value), None),
+            Expr::Match {
+                field,
+                pattern: Pattern::Wildcard(pattern),
+            } => (field, &[][..], Some(pattern)),
+            Expr::In { field, values } => (field, values.values(), None),
+            other => {
+                nodes.push(Node::compile(other));
+                continue;
+            }
+        };
+        let group = groups.iter_mut().find(|(_, f, _, _)| *f == field);
+        match group {
+            Some((_, _, exacts, patterns)) => {
+                exacts.extend_from_slice(exact);
+                patterns.extend(wildcard.cloned());
+            }
+            None => {
+                // A placeholder, replaced once the group is complete.
+                groups.push((
+                    nodes.len(),
+                    field,
+                    exact.to_vec(),
+                    wildcard.cloned().into_iter().collect(),
+                ));
+                nodes.push(Node::Term(Expr::Exists(field.clone())));
+            }
+        }
+    }
+    for (at, field, mut exact, patterns) in groups {
+        exact.sort_unstable();
+        exact.dedup();
+        nodes[at] = Node::AnyOf {
+            field: field.clone(),
+            exact,
+            wildcards: Globs::new(&patterns),
+        };
+    }
+    nodes
 }
 
 impl Matcher {
@@ -31,7 +139,13 @@ impl Matcher {
         }
         Ok(Matcher {
             expr: query.filter.clone(),
+            compiled: query.filter.as_ref().map(Node::compile),
         })
+    }
+
+    /// The search (None: every event matches).
+    pub fn filter(&self) -> Option<&Expr> {
+        self.expr.as_ref()
     }
 
     /// Parses and compiles a filter.
@@ -41,12 +155,13 @@ impl Matcher {
 
     /// Whether `event` (received from `cluster`) matches.
     pub fn matches(&self, event: &AuditEvent<'_>, cluster: &str) -> bool {
-        let context = Context {
-            event,
-            cluster,
-            time: None,
-        };
-        self.expr.as_ref().is_none_or(|e| context.eval(e))
+        self.matches_in(&EventView::new(event, cluster))
+    }
+
+    /// Whether the event of `view` matches; fields read from its bodies and URI by earlier
+    /// searches on the same view are not read again.
+    pub fn matches_in(&self, view: &EventView<'_, '_>) -> bool {
+        self.compiled.as_ref().is_none_or(|n| view.decide(n))
     }
 
     /// Why `event` matches, or None when it does not: for each search term that held on the
@@ -54,15 +169,18 @@ impl Matcher {
     /// that satisfied it. Negated terms hold by an absence and add nothing. What a detection
     /// finding says about its event.
     pub fn explain(&self, event: &AuditEvent<'_>, cluster: &str) -> Option<Vec<Evidence>> {
-        let context = Context {
-            event,
-            cluster,
-            time: None,
-        };
+        self.explain_in(&EventView::new(event, cluster))
+    }
+
+    /// [`Matcher::explain`] on a view shared with other searches of the same event.
+    pub fn explain_in(&self, view: &EventView<'_, '_>) -> Option<Vec<Evidence>> {
         let mut evidence = Vec::new();
-        match &self.expr {
-            None => Some(evidence),
-            Some(expr) => context.explain(expr, &mut evidence).then_some(evidence),
+        match (&self.expr, &self.compiled) {
+            (Some(expr), Some(compiled)) => {
+                // Most events do not match: decide cheaply, explain only a match.
+                (view.decide(compiled) && view.explain(expr, &mut evidence)).then_some(evidence)
+            }
+            _ => Some(evidence),
         }
     }
 
@@ -70,24 +188,41 @@ impl Matcher {
     /// without a time under its arrival): `time` conditions then mean what they mean in a
     /// query of the store.
     pub fn matches_stored(&self, event: &AuditEvent<'_>, cluster: &str, time_micros: i64) -> bool {
-        let context = Context {
-            event,
-            cluster,
-            time: Some(time_micros),
-        };
-        self.expr.as_ref().is_none_or(|e| context.eval(e))
+        self.matches_in(&EventView::stored(event, cluster, time_micros))
+    }
+}
+
+/// A rough cost of deciding `expr` on one event, in units of reading a column: a URI
+/// parameter splits the query string, a JSON path walks a body, the pod view walks it once
+/// per spec location, free text lowercases a whole event.
+fn cost(expr: &Expr) -> u32 {
+    match expr {
+        Expr::And(all) | Expr::Or(all) => all.iter().map(cost).sum(),
+        Expr::Not(inner) => cost(inner),
+        Expr::Match { field, .. }
+        | Expr::In { field, .. }
+        | Expr::Exists(field)
+        | Expr::Compare { field, .. } => field_cost(field),
+        Expr::BodyText { .. } => 200,
+        Expr::Text(_) => 400,
+    }
+}
+
+/// The cost of reading `field` (see [`cost`]).
+fn field_cost(field: &Field) -> u32 {
+    match field {
+        Field::Column(def) if matches!(def.column, "service_account" | "client") => 2,
+        Field::Column(_) => 1,
+        Field::Param(_) => 8,
+        Field::Json { .. } => 40,
+        Field::Pod(_) => 100,
     }
 }
 
 /// The value of `field` in `event` as one text: list elements joined by `,`, numbers and
 /// booleans written out, `""` when absent (the label of a log-based metric).
 pub fn field_value(field: &Field, event: &AuditEvent<'_>, cluster: &str) -> String {
-    let context = Context {
-        event,
-        cluster,
-        time: None,
-    };
-    match context.value(field) {
+    match EventView::new(event, cluster).read(field) {
         FieldValue::One(value) => value.into_owned(),
         FieldValue::Text(values) => values.join(","),
         FieldValue::Int(n) => n.map(|n| n.to_string()).unwrap_or_default(),
@@ -111,12 +246,7 @@ pub enum Value<'v> {
 
 /// The value of `field` in `event` (received from `cluster`).
 pub fn value_of<'v>(field: &Field, event: &'v AuditEvent<'_>, cluster: &'v str) -> Value<'v> {
-    let context = Context {
-        event,
-        cluster,
-        time: None,
-    };
-    match context.value(field) {
+    match EventView::new(event, cluster).read(field) {
         FieldValue::One(value) => Value::Text(value),
         FieldValue::Text(values) => Value::List(values),
         FieldValue::Int(n) => Value::Int(n),
@@ -134,11 +264,33 @@ pub struct Evidence {
     pub value: String,
 }
 
-struct Context<'e, 'a> {
+/// One event as searches see it. Values read from the bodies and the URI (JSON paths, the pod
+/// view, query parameters) are kept for the view's life: a rule pack asks the same body for
+/// `pod.image` or `pod.hostPath` in several rules, and an `OR` of patterns on one field asks
+/// once per pattern; each is walked once per event.
+pub struct EventView<'e, 'a> {
     event: &'e AuditEvent<'a>,
     cluster: &'e str,
     /// The stored time, when known (else the event's own).
     time: Option<i64>,
+    kept: RefCell<Vec<(Field, Rc<FieldValue<'e>>)>>,
+}
+
+/// A field's value, read now (a column: cheaper to read again than to keep) or kept.
+enum Read<'e> {
+    Now(FieldValue<'e>),
+    Kept(Rc<FieldValue<'e>>),
+}
+
+impl<'e> std::ops::Deref for Read<'e> {
+    type Target = FieldValue<'e>;
+
+    fn deref(&self) -> &FieldValue<'e> {
+        match self {
+            Read::Now(value) => value,
+            Read::Kept(value) => value,
+        }
+    }
 }
 
 /// A value of a field, as compared and matched. Text borrows from the event where it can:
@@ -164,7 +316,55 @@ impl<'v> FieldValue<'v> {
     }
 }
 
-impl<'e> Context<'e, '_> {
+impl<'e, 'a> EventView<'e, 'a> {
+    /// The view of `event` received from `cluster`.
+    pub fn new(event: &'e AuditEvent<'a>, cluster: &'e str) -> Self {
+        EventView {
+            event,
+            cluster,
+            time: None,
+            kept: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The view of `event` as stored under `time_micros` (see [`Matcher::matches_stored`]).
+    pub fn stored(event: &'e AuditEvent<'a>, cluster: &'e str, time_micros: i64) -> Self {
+        EventView {
+            time: Some(time_micros),
+            ..EventView::new(event, cluster)
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &'e AuditEvent<'a> {
+        self.event
+    }
+
+    /// The cluster it came from.
+    pub fn cluster(&self) -> &'e str {
+        self.cluster
+    }
+
+    /// Decides a compiled search.
+    fn decide(&self, node: &Node) -> bool {
+        match node {
+            Node::And(all) => all.iter().all(|n| self.decide(n)),
+            Node::Or(any) => any.iter().any(|n| self.decide(n)),
+            Node::Not(inner) => !self.decide(inner),
+            Node::AnyOf {
+                field,
+                exact,
+                wildcards,
+            } => self.value(field).texts().iter().any(|v| {
+                exact
+                    .binary_search_by(|e| e.as_str().cmp(v.as_ref()))
+                    .is_ok()
+                    || wildcards.matches(v)
+            }),
+            Node::Term(term) => self.eval(term),
+        }
+    }
+
     fn eval(&self, expr: &Expr) -> bool {
         match expr {
             Expr::And(all) => all.iter().all(|e| self.eval(e)),
@@ -182,7 +382,7 @@ impl<'e> Context<'e, '_> {
             Expr::In { field, values } => {
                 self.value(field).texts().iter().any(|v| values.contains(v))
             }
-            Expr::Exists(field) => match self.value(field) {
+            Expr::Exists(field) => match &*self.value(field) {
                 FieldValue::Int(v) => v.is_some(),
                 FieldValue::Bool(_) => true,
                 text => text.texts().iter().any(|v| !v.is_empty()),
@@ -194,7 +394,7 @@ impl<'e> Context<'e, '_> {
                 })
             }
             Expr::Compare { field, op, value } => {
-                let ordering = match (self.value(field), value) {
+                let ordering = match (&*self.value(field), value) {
                     (
                         FieldValue::Int(Some(v)),
                         Literal::Int(x) | Literal::Duration(x) | Literal::Time(x),
@@ -269,7 +469,7 @@ impl<'e> Context<'e, '_> {
                 )
             }
             Expr::Exists(field) | Expr::Compare { field, .. } => {
-                let value = match self.value(field) {
+                let value = match &*self.value(field) {
                     FieldValue::Int(n) => n.map(|n| n.to_string()).unwrap_or_default(),
                     FieldValue::Bool(b) => b.to_string(),
                     text => text
@@ -286,7 +486,39 @@ impl<'e> Context<'e, '_> {
         Evidence { field, value }
     }
 
-    fn value(&self, field: &Field) -> FieldValue<'e> {
+    /// The value of `field`, kept when it is read from a body or the URI.
+    fn value(&self, field: &Field) -> Read<'e> {
+        let e = self.event;
+        let nothing_to_walk = match field {
+            Field::Column(_) => true,
+            Field::Json { column, .. } => match column {
+                JsonColumn::RequestObject => e.request_object.is_none(),
+                JsonColumn::ResponseObject => e.response_object.is_none(),
+                JsonColumn::Annotations => true,
+            },
+            Field::Pod(_) => e.request_object.is_none(),
+            Field::Param(_) => !e.request_uri.contains('?'),
+        };
+        if nothing_to_walk {
+            return Read::Now(self.read(field));
+        }
+        if let Some((_, value)) = self
+            .kept
+            .borrow()
+            .iter()
+            .find(|(f, _)| same_field(f, field))
+        {
+            return Read::Kept(Rc::clone(value));
+        }
+        let value = Rc::new(self.read(field));
+        self.kept
+            .borrow_mut()
+            .push((field.clone(), Rc::clone(&value)));
+        Read::Kept(value)
+    }
+
+    /// The value of `field`, read from the event.
+    fn read(&self, field: &Field) -> FieldValue<'e> {
         let e: &'e AuditEvent<'_> = self.event;
         let d = &e.derived;
         let text = |s: &'e str| FieldValue::One(Cow::Borrowed(s));
@@ -334,7 +566,10 @@ impl<'e> Context<'e, '_> {
                         .collect(),
                 ),
                 "user_agent" => text(e.user_agent.as_deref().unwrap_or("")),
-                "client" => FieldValue::One(Cow::Owned(d.client.to_string())),
+                "client" => FieldValue::One(match &d.client.component {
+                    None => Cow::Borrowed(d.client.name.as_ref()),
+                    Some(_) => Cow::Owned(d.client.to_string()),
+                }),
                 "api_group" => object(|r| r.api_group.as_ref()),
                 "api_version" => object(|r| r.api_version.as_ref()),
                 "resource" => object(|r| r.resource.as_ref()),
@@ -374,10 +609,13 @@ impl<'e> Context<'e, '_> {
         let Some(root) = pod_spec_root(&object.resource, &object.subresource) else {
             return FieldValue::Text(Vec::new());
         };
+        let body = body.as_str();
         let mut values = Vec::new();
         for path in def.paths_below(root) {
             let steps: Vec<&str> = path.split('.').collect();
-            values.extend(kubetrail_event::json::values_at_path(body.as_str(), &steps));
+            if may_hold(body, &steps) {
+                values.extend(kubetrail_event::json::values_at_path(body, &steps));
+            }
         }
         FieldValue::Text(values)
     }
@@ -397,10 +635,30 @@ impl<'e> Context<'e, '_> {
             JsonColumn::ResponseObject => self.event.response_object.as_ref(),
         };
         FieldValue::Text(
-            body.map(|b| kubetrail_event::json::values_at_path(b.as_str(), path))
+            body.filter(|b| may_hold(b.as_str(), path))
+                .map(|b| kubetrail_event::json::values_at_path(b.as_str(), path))
                 .unwrap_or_default(),
         )
     }
+}
+
+/// `a == b`, comparing catalog entries by address: the cache of a view is searched for every
+/// term of every search, and the derived comparison would compare their texts.
+fn same_field(a: &Field, b: &Field) -> bool {
+    match (a, b) {
+        (Field::Column(a), Field::Column(b)) => std::ptr::eq(*a, *b),
+        (Field::Pod(a), Field::Pod(b)) => std::ptr::eq(*a, *b),
+        _ => a == b,
+    }
+}
+
+/// Whether the JSON `body` may hold a value at `path`: false when one of its keys certainly
+/// appears nowhere (tried from the last, the rarest), so that a search for a field most bodies
+/// lack (`pod.hostPID`, `requestObject.spec.tls`) scans bytes instead of walking JSON.
+fn may_hold<S: AsRef<str>>(body: &str, path: &[S]) -> bool {
+    path.iter()
+        .rev()
+        .all(|key| kubetrail_event::json::may_have_key(body, key.as_ref()))
 }
 
 /// The values of the query parameter `name` in a request URI, percent-decoded (`+` is a
@@ -465,18 +723,114 @@ fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
     haystack.to_ascii_lowercase().contains(&needle)
 }
 
+/// Patterns an `OR` matches one field against. A few are tried one by one; more are
+/// compiled into one regular expression (an automaton, linear in the value's length whatever
+/// the patterns), since a detection's list of images or user agents holds a hundred.
+#[derive(Debug, Clone)]
+enum Globs {
+    Few(Vec<Glob>),
+    Many(regex::Regex),
+}
+
+/// From how many patterns one automaton beats trying each.
+const GLOBS_AS_ONE_AUTOMATON: usize = 4;
+
+impl Globs {
+    fn new(patterns: &[String]) -> Globs {
+        if patterns.len() >= GLOBS_AS_ONE_AUTOMATON {
+            let alternatives: Vec<String> = patterns
+                .iter()
+                .map(|p| {
+                    p.split('*')
+                        .map(regex::escape)
+                        .collect::<Vec<_>>()
+                        .join(".*")
+                })
+                .collect();
+            let automaton = regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
+                .dot_matches_new_line(true)
+                .size_limit(64 << 20)
+                .build();
+            if let Ok(automaton) = automaton {
+                return Globs::Many(automaton);
+            }
+        }
+        Globs::Few(patterns.iter().map(|p| Glob::new(p)).collect())
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            Globs::Few(globs) => globs.iter().any(|glob| glob.matches(text)),
+            Globs::Many(automaton) => automaton.is_match(text),
+        }
+    }
+}
+
+/// A pattern with `*` split once at compile time: what [`wildcard_match`] does, without
+/// splitting the pattern again for every value.
+#[derive(Debug, Clone)]
+struct Glob {
+    first: String,
+    /// The parts between the first and the last `*`, each found after the previous one.
+    middles: Vec<String>,
+    last: String,
+}
+
+impl Glob {
+    /// The glob of `pattern`, which has at least one `*`.
+    fn new(pattern: &str) -> Glob {
+        let mut parts: Vec<String> = pattern.split('*').map(str::to_owned).collect();
+        let last = if parts.len() > 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let first = if parts.is_empty() {
+            String::new()
+        } else {
+            parts.remove(0)
+        };
+        parts.retain(|m| !m.is_empty());
+        Glob {
+            first,
+            middles: parts,
+            last,
+        }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        let (first, last) = (self.first.as_str(), self.last.as_str());
+        if text.len() < first.len() + last.len()
+            || !text.starts_with(first)
+            || !text.ends_with(last)
+        {
+            return false;
+        }
+        let mut rest = &text[first.len()..text.len() - last.len()];
+        for middle in &self.middles {
+            match rest.find(middle.as_str()) {
+                Some(i) => rest = &rest[i + middle.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
 /// Glob matching where `*` is any run of characters (case-sensitive, like the field values).
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if parts.len() == 1 {
+    let (Some((first, inner)), Some((_, last))) =
+        (pattern.split_once('*'), pattern.rsplit_once('*'))
+    else {
         return pattern == text;
-    }
+    };
     if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
+    // The parts between the first and the last `*`, each found after the previous one.
+    let middles = inner.rsplit_once('*').map_or("", |(middles, _)| middles);
+    for middle in middles.split('*').filter(|m| !m.is_empty()) {
         match rest.find(middle) {
             Some(i) => rest = &rest[i + middle.len()..],
             None => return false,
@@ -487,7 +841,7 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::wildcard_match;
+    use super::{Glob, Globs, wildcard_match};
 
     #[test]
     fn wildcards() {
@@ -507,5 +861,55 @@ mod tests {
         assert!(!wildcard_match("a*b*c", "acb"));
         assert!(wildcard_match("*", ""));
         assert!(!wildcard_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn compiled_globs_match_as_wildcards_do() {
+        let patterns = [
+            "system:serviceaccount:kube-system:*",
+            "*controller*",
+            "a*b*c",
+            "*",
+            "**",
+            "ab*ba",
+            "*/alpine:*",
+            "x*",
+            "*y",
+        ];
+        let texts = [
+            "",
+            "abc",
+            "acb",
+            "aba",
+            "abba",
+            "docker.io/library/alpine:3.20",
+            "alpine",
+            "system:serviceaccount:kube-system:job-controller",
+            "xy",
+            "y",
+        ];
+        for pattern in patterns {
+            let glob = Glob::new(pattern);
+            for text in texts {
+                assert_eq!(
+                    glob.matches(text),
+                    wildcard_match(pattern, text),
+                    "{pattern} on {text}"
+                );
+            }
+        }
+        // As one automaton: the same answers, and regex syntax in a pattern is text.
+        let mut patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        patterns.push("a.c*".to_owned());
+        patterns.push("(x|*".to_owned());
+        let globs = Globs::new(&patterns);
+        assert!(matches!(globs, Globs::Many(_)));
+        for text in texts.iter().chain(&["a.cd", "abcd", "(x|y", "line\nbreak"]) {
+            assert_eq!(
+                globs.matches(text),
+                patterns.iter().any(|p| wildcard_match(p, text)),
+                "{text}"
+            );
+        }
     }
 }

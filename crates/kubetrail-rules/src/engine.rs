@@ -17,11 +17,16 @@
 //! nothing is ever re-read. [`Engine::learn`] feeds history to them without reporting, so a
 //! restarted server does not take every known tuple for new (`docs/detections-stateful.md`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use kubetrail_event::{AuditEvent, Timestamp};
-use kubetrail_query::{Evidence, field_value};
+use kubetrail_query::{EventView, Evidence, Field, FilterIndex, Value, field_value, value_of};
+
+/// Maps hashed for every matching event: foldhash, not the standard SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use serde::{Deserialize, Serialize};
 
 use crate::rule::{FirstSeen, Rule, RuleSet, Sequence};
@@ -90,10 +95,16 @@ pub struct Finding {
 /// Rules with their state.
 pub struct Engine {
     rules: Vec<Arc<Rule>>,
+    /// The rules filed by one equality of their condition: an event is evaluated against the
+    /// rules its values select (and those without an equality), not the whole pack.
+    index: FilterIndex,
+    candidates: Vec<usize>,
+    /// The group or tuple key of the event being offered, built in place.
+    key: String,
     defaults: Arc<Vec<crate::exemption::Exemption>>,
-    windows: HashMap<usize, Windows>,
-    tuples: HashMap<usize, Tuples>,
-    partials: HashMap<usize, Partials>,
+    windows: FastMap<usize, Windows>,
+    tuples: FastMap<usize, Tuples>,
+    partials: FastMap<usize, Partials>,
     /// When the engine's history starts (µs): the earliest event offered, or what
     /// [`Engine::history_starts_at`] said. First-seen learning periods count from here.
     history_start: Option<i64>,
@@ -107,12 +118,16 @@ impl Engine {
 
     /// An engine over these rules only (the inline tests run a rule alone).
     pub fn with_rules(rules: Vec<Rule>, defaults: Vec<crate::exemption::Exemption>) -> Engine {
+        let rules: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
         Engine {
-            rules: rules.into_iter().map(Arc::new).collect(),
+            index: FilterIndex::new(rules.iter().map(|r| r.matcher.filter())),
+            candidates: Vec::new(),
+            key: String::new(),
+            rules,
             defaults: Arc::new(defaults),
-            windows: HashMap::new(),
-            tuples: HashMap::new(),
-            partials: HashMap::new(),
+            windows: FastMap::default(),
+            tuples: FastMap::default(),
+            partials: FastMap::default(),
             history_start: None,
         }
     }
@@ -200,7 +215,11 @@ impl Engine {
         if time > 0 {
             self.history_starts_at(time);
         }
-        for (index, rule) in self.rules.iter().enumerate() {
+        self.index.candidates(event, cluster, &mut self.candidates);
+        // One view for every rule: what one rule reads from the bodies, the next reuses.
+        let view = EventView::new(event, cluster);
+        for &index in &self.candidates {
+            let rule = &self.rules[index];
             if !rule.evaluates(event.stage) {
                 continue;
             }
@@ -210,34 +229,30 @@ impl Engine {
                     rule,
                     sequence,
                     &self.defaults,
-                    event,
-                    cluster,
+                    &view,
                     time,
                     out.as_deref_mut(),
                 );
                 continue;
             }
-            let Some(evidence) = rule.matcher.explain(event, cluster) else {
-                continue;
-            };
-            if rule.exempts(&self.defaults, event, cluster) {
+            if !rule.matcher.matches_in(&view) || rule.exempts(&self.defaults, event, cluster) {
                 continue;
             }
+            // What matched, read only for a finding: most matches of stateful rules report
+            // nothing.
+            let evidence = || rule.matcher.explain_in(&view).unwrap_or_default();
             if let Some(first_seen) = &rule.first_seen {
-                let tuple: Vec<(String, String)> = first_seen
-                    .fields
-                    .iter()
-                    .map(|f| (f.display_name(), field_value(f, event, cluster)))
-                    .collect();
+                tuple_key(&mut self.key, &first_seen.fields, event, cluster);
                 let since = self.history_start.unwrap_or(time);
                 let learning = time < since.saturating_add(first_seen.learning);
                 let tuples = self.tuples.entry(index).or_default();
-                if tuples.see(&tuple, time)
+                if tuples.see(&self.key, time)
                     && !learning
                     && let Some(out) = out.as_deref_mut()
                 {
+                    let tuple = named_values(&first_seen.fields, event, cluster);
                     let mut finding =
-                        finding(rule, event, cluster, time, &evidence, Vec::new(), None);
+                        finding(rule, event, cluster, time, &evidence(), Vec::new(), None);
                     finding.explanation =
                         first_seen_explanation(first_seen, &finding, &tuple, since);
                     finding.group = tuple;
@@ -254,23 +269,19 @@ impl Engine {
                     event,
                     cluster,
                     time,
-                    &evidence,
+                    &evidence(),
                     Vec::new(),
                     None,
                 )),
                 Some(threshold) => {
-                    let group: Vec<(String, String)> = threshold
-                        .by
-                        .iter()
-                        .map(|f| (f.display_name(), field_value(f, event, cluster)))
-                        .collect();
+                    tuple_key(&mut self.key, &threshold.by, event, cluster);
                     let counted = threshold
                         .distinct
                         .as_ref()
                         .map(|f| field_value(f, event, cluster));
                     let windows = self.windows.entry(index).or_default();
                     if let Some(count) = windows.add(
-                        &group,
+                        &self.key,
                         counted,
                         time,
                         threshold.window,
@@ -282,8 +293,8 @@ impl Engine {
                             event,
                             cluster,
                             time,
-                            &evidence,
-                            group,
+                            &evidence(),
+                            named_values(&threshold.by, event, cluster),
                             Some(count),
                         ));
                     }
@@ -291,6 +302,30 @@ impl Engine {
             }
         }
     }
+}
+
+/// The values of `fields` in `event` as one map key, in `key` (cleared first): each value's
+/// length, a colon and the value, so no value can forge another tuple's key.
+fn tuple_key(key: &mut String, fields: &[Field], event: &AuditEvent<'_>, cluster: &str) {
+    key.clear();
+    for field in fields {
+        let text: Cow<'_, str> = match value_of(field, event, cluster) {
+            Value::Text(text) => text,
+            Value::List(elements) => Cow::Owned(elements.join(",")),
+            Value::Int(n) => Cow::Owned(n.map(|n| n.to_string()).unwrap_or_default()),
+            Value::Bool(b) => Cow::Owned(b.to_string()),
+        };
+        let _ = write!(key, "{}:", text.len());
+        key.push_str(&text);
+    }
+}
+
+/// Each of `fields` with its value in `event`: a finding's group or tuple.
+fn named_values(fields: &[Field], event: &AuditEvent<'_>, cluster: &str) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|f| (f.display_name(), field_value(f, event, cluster)))
+        .collect()
 }
 
 fn first_seen_explanation(
@@ -387,7 +422,8 @@ fn format_window(micros: i64) -> String {
 /// The windows of one threshold rule, per group.
 #[derive(Default)]
 struct Windows {
-    groups: HashMap<Vec<(String, String)>, Window>,
+    /// By [`tuple_key`] of the group's values.
+    groups: FastMap<Box<str>, Window>,
 }
 
 #[derive(Default)]
@@ -406,7 +442,7 @@ impl Windows {
     /// Adds an event; the count when the group reaches the threshold.
     fn add(
         &mut self,
-        group: &[(String, String)],
+        group: &str,
         counted: Option<String>,
         time: i64,
         window: i64,
@@ -416,7 +452,10 @@ impl Windows {
         if !self.groups.contains_key(group) && self.groups.len() >= MAX_GROUPS {
             self.forget_idle();
         }
-        let state = self.groups.entry(group.to_vec()).or_default();
+        if !self.groups.contains_key(group) {
+            self.groups.insert(group.into(), Window::default());
+        }
+        let state = self.groups.get_mut(group)?;
         state.last = state.last.max(time);
         // Events arrive nearly in order; the window ends at the newest time seen.
         let start = state.last - window;
@@ -464,12 +503,13 @@ impl Windows {
 /// The tuples a first-seen rule has seen, with when each was last seen.
 #[derive(Default)]
 struct Tuples {
-    seen: HashMap<Vec<(String, String)>, i64>,
+    /// By [`tuple_key`] of the tuple's values.
+    seen: FastMap<Box<str>, i64>,
 }
 
 impl Tuples {
     /// Records a tuple seen at `time`; whether it is new.
-    fn see(&mut self, tuple: &[(String, String)], time: i64) -> bool {
+    fn see(&mut self, tuple: &str, time: i64) -> bool {
         if let Some(last) = self.seen.get_mut(tuple) {
             *last = (*last).max(time);
             return false;
@@ -477,13 +517,13 @@ impl Tuples {
         if self.seen.len() >= MAX_TUPLES {
             forget_oldest_tenth(&mut self.seen, |last| *last);
         }
-        self.seen.insert(tuple.to_vec(), time);
+        self.seen.insert(tuple.into(), time);
         true
     }
 }
 
 /// Removes the tenth of `map`'s entries whose `age` time is the oldest.
-fn forget_oldest_tenth<K, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> i64) {
+fn forget_oldest_tenth<K, V, S>(map: &mut HashMap<K, V, S>, age: impl Fn(&V) -> i64) {
     let mut times: Vec<i64> = map.values().map(&age).collect();
     if times.is_empty() {
         return;
@@ -527,16 +567,16 @@ impl Partials {
         rule: &Rule,
         sequence: &Sequence,
         defaults: &[crate::exemption::Exemption],
-        event: &AuditEvent<'_>,
-        cluster: &str,
+        view: &EventView<'_, '_>,
         time: i64,
         mut out: Option<&mut Vec<Finding>>,
     ) {
+        let (event, cluster) = (view.event(), view.cluster());
         let matched: Vec<(usize, Vec<Evidence>)> = sequence
             .steps
             .iter()
             .enumerate()
-            .filter_map(|(n, step)| step.matcher.explain(event, cluster).map(|e| (n, e)))
+            .filter_map(|(n, step)| step.matcher.explain_in(view).map(|e| (n, e)))
             .collect();
         if matched.is_empty() || rule.exempts(defaults, event, cluster) {
             return;
@@ -652,8 +692,8 @@ fn explain(evidence: &[Evidence]) -> String {
 mod tests {
     use super::*;
 
-    fn tuple(n: usize) -> Vec<(String, String)> {
-        vec![("user".to_owned(), n.to_string())]
+    fn tuple(n: usize) -> String {
+        n.to_string()
     }
 
     #[test]

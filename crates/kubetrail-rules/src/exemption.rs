@@ -143,7 +143,12 @@ impl Exemption {
     /// Whether `event` is exempt.
     pub fn covers(&self, event: &AuditEvent<'_>, cluster: &str) -> bool {
         if !self.user_kinds.is_empty() {
-            let kind = UserKind::of(&event.user);
+            // The authenticated user's kind; the event's derived kind is the effective user's,
+            // the same unless someone impersonates.
+            let kind = match event.impersonated_user {
+                None => event.derived.user_kind,
+                Some(_) => UserKind::of(&event.user),
+            };
             if !self.user_kinds.iter().any(|k| k == kind.as_str()) {
                 return false;
             }

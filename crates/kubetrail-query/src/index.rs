@@ -1,0 +1,280 @@
+//! Which of many filters an event may match, without evaluating them all.
+//!
+//! Everything on the ingest path that holds many filters (the live monitors' tap, the rule pack
+//! of detections) pays for every event times every filter. Most filters are conjunctions
+//! with an equality on a cheap column (`resource:secrets …`, `verb:(create OR update) …`,
+//! `code:403 …`): an event whose value of that column is not one of the equality's values
+//! cannot match, whatever the rest says. [`FilterIndex`] files each filter under one such
+//! equality, the most selective it has, and hands an event the filters its values select plus
+//! those without any usable equality; only those are evaluated.
+
+use std::collections::HashMap;
+
+use kubetrail_event::AuditEvent;
+
+use crate::ast::{Expr, Literal, Pattern};
+use crate::fields::{FIELDS, Field, FieldKind, POD_SPEC_ROOTS};
+use crate::lexer::CompareOp;
+use crate::matcher::{Value, value_of};
+
+/// Maps hashed for every event on the ingest thread: foldhash, not the standard SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Filters (by their position in the list they were built from) filed under one equality each.
+#[derive(Debug, Default, Clone)]
+pub struct FilterIndex {
+    text: Vec<(Field, FastMap<String, Vec<usize>>)>,
+    ints: Vec<(Field, FastMap<i64, Vec<usize>>)>,
+    /// Filters with an equality on the verb and one on the resource, by both: neither alone
+    /// is selective (`verb:update` is every lease renewal, `resource:pods` every kubelet's
+    /// read), the pair is.
+    verb_resource: FastMap<String, FastMap<String, Vec<usize>>>,
+    /// Filters without a usable equality: every event is a candidate for them.
+    always: Vec<usize>,
+}
+
+/// `field = one of values`, a top-level conjunct of a filter (or implied by one).
+enum Selector {
+    Text(Field, Vec<String>),
+    Int(Field, i64),
+    VerbResource(Vec<String>, Vec<String>),
+}
+
+impl FilterIndex {
+    /// The index of `filters`; `None` is a filter every event matches.
+    pub fn new<'f>(filters: impl IntoIterator<Item = Option<&'f Expr>>) -> FilterIndex {
+        let mut index = FilterIndex::default();
+        for (i, filter) in filters.into_iter().enumerate() {
+            match filter.and_then(best_selector) {
+                None => index.always.push(i),
+                Some(Selector::Text(field, values)) => {
+                    let map = values_of(&mut index.text, &field);
+                    for value in values {
+                        map.entry(value).or_default().push(i);
+                    }
+                }
+                Some(Selector::Int(field, n)) => {
+                    values_of(&mut index.ints, &field)
+                        .entry(n)
+                        .or_default()
+                        .push(i);
+                }
+                Some(Selector::VerbResource(verbs, resources)) => {
+                    for verb in verbs {
+                        let by_resource = index.verb_resource.entry(verb).or_default();
+                        for resource in &resources {
+                            by_resource.entry(resource.clone()).or_default().push(i);
+                        }
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// How many filters are candidates for every event (no usable equality).
+    pub fn unselective(&self) -> usize {
+        self.always.len()
+    }
+
+    /// The filters `event` (from `cluster`) may match, in ascending order, into `out`
+    /// (cleared first). A filter left out does not match.
+    pub fn candidates(&self, event: &AuditEvent<'_>, cluster: &str, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend_from_slice(&self.always);
+        for (field, by_value) in &self.text {
+            if let Value::Text(value) = value_of(field, event, cluster)
+                && let Some(filters) = by_value.get(value.as_ref())
+            {
+                out.extend_from_slice(filters);
+            }
+        }
+        if !self.verb_resource.is_empty()
+            && let Some(by_resource) = self.verb_resource.get(event.verb.as_ref())
+            && let Some(filters) = by_resource.get(
+                event
+                    .object_ref
+                    .as_ref()
+                    .map_or("", |r| r.resource.as_ref()),
+            )
+        {
+            out.extend_from_slice(filters);
+        }
+        for (field, by_value) in &self.ints {
+            if let Value::Int(Some(n)) = value_of(field, event, cluster)
+                && let Some(filters) = by_value.get(&n)
+            {
+                out.extend_from_slice(filters);
+            }
+        }
+        // Each filter is filed once, so sorting is all it takes to keep the caller's order.
+        out.sort_unstable();
+    }
+}
+
+/// The map of `field`'s values in `fields`, added when missing.
+fn values_of<'i, K>(
+    fields: &'i mut Vec<(Field, FastMap<K, Vec<usize>>)>,
+    field: &Field,
+) -> &'i mut FastMap<K, Vec<usize>> {
+    let at = match fields.iter().position(|(f, _)| f == field) {
+        Some(at) => at,
+        None => {
+            fields.push((field.clone(), FastMap::default()));
+            fields.len() - 1
+        }
+    };
+    &mut fields[at].1
+}
+
+/// The most selective equality among the top-level conjuncts of `filter`.
+fn best_selector(filter: &Expr) -> Option<Selector> {
+    let conjuncts = match filter {
+        Expr::And(all) => all.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    let selectors: Vec<Selector> = conjuncts.iter().filter_map(selector).collect();
+    let rank = |s: &Selector| match s {
+        Selector::Text(Field::Column(def), _) | Selector::Int(Field::Column(def), _) => {
+            selectivity_rank(def.column)
+        }
+        _ => u8::MAX,
+    };
+    let values_of_column = |column: &str| {
+        selectors.iter().find_map(|s| match s {
+            Selector::Text(Field::Column(def), values) if def.column == column => Some(values),
+            _ => None,
+        })
+    };
+    let best = selectors.iter().map(rank).min()?;
+    if best > PAIR_RANK
+        && let (Some(verbs), Some(resources)) =
+            (values_of_column("verb"), values_of_column("resource"))
+    {
+        return Some(Selector::VerbResource(verbs.clone(), resources.clone()));
+    }
+    selectors.into_iter().find(|s| rank(s) == best)
+}
+
+/// Lower is more selective in audit traffic: a subresource, an object's name or a user picks
+/// few events, then the pair of a verb and a resource ([`PAIR_RANK`]); an API group
+/// (equalities name a group other than the core one, where most traffic is) picks more, a
+/// resource, a namespace, a verb or a code more still (reads, leases and 200s are most of it).
+fn selectivity_rank(column: &str) -> u8 {
+    match column {
+        "audit_id" => 0,
+        "subresource" => 1,
+        "name" => 2,
+        "user" => 3,
+        "api_group" => 5,
+        "resource" => 6,
+        "namespace" => 7,
+        "verb" => 8,
+        "code" => 9,
+        _ => 10,
+    }
+}
+
+/// Where the pair of a verb and a resource ranks among single equalities.
+const PAIR_RANK: u8 = 4;
+
+/// A conjunct that is an equality on a text column (not a list) or an integer column, or
+/// that needs the pod view (which only the resources with a pod spec have).
+fn selector(conjunct: &Expr) -> Option<Selector> {
+    let column =
+        |field: &Field, kind: FieldKind| matches!(field, Field::Column(_)) && field.kind() == kind;
+    match conjunct {
+        Expr::Match {
+            field,
+            pattern: Pattern::Exact(value),
+        } if column(field, FieldKind::Text) => {
+            Some(Selector::Text(field.clone(), vec![value.clone()]))
+        }
+        Expr::In { field, values } if column(field, FieldKind::Text) => {
+            Some(Selector::Text(field.clone(), values.values().to_vec()))
+        }
+        Expr::Compare {
+            field,
+            op: CompareOp::Eq,
+            value: Literal::Int(n),
+        } if column(field, FieldKind::Int) => Some(Selector::Int(field.clone(), *n)),
+        _ if needs_pod_view(conjunct) => {
+            let resource = FIELDS.iter().find(|f| f.column == "resource")?;
+            let resources = POD_SPEC_ROOTS
+                .iter()
+                .flat_map(|(resources, _, _)| resources.iter().map(|r| (*r).to_owned()))
+                .collect();
+            Some(Selector::Text(Field::Column(resource), resources))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `expr` holds only for events with a value in the pod view: a term on a `pod.`
+/// field holds only for a value (an absent field has none), and so does an `OR` of them.
+fn needs_pod_view(expr: &Expr) -> bool {
+    match expr {
+        Expr::Match { field, .. }
+        | Expr::In { field, .. }
+        | Expr::Exists(field)
+        | Expr::Compare { field, .. } => matches!(field, Field::Pod(_)),
+        Expr::And(all) => all.iter().any(needs_pod_view),
+        Expr::Or(any) => any.iter().all(needs_pod_view),
+        Expr::Not(_) | Expr::Text(_) | Expr::BodyText { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FilterIndex;
+    use crate::{Matcher, parse};
+    use kubetrail_event::{DecodeOptions, Decoded, Decoder};
+
+    fn event(json: &str) -> kubetrail_event::AuditEvent<'static> {
+        let mut decoder = Decoder::new(DecodeOptions::default());
+        let mut events = Vec::new();
+        let mut out = |d: Decoded<'_>| {
+            if let Decoded::Event(e, _) = d {
+                events.push((*e).into_owned());
+            }
+        };
+        decoder.feed(format!("{json}\n").as_bytes(), &mut out);
+        decoder.finish(&mut out);
+        events.pop().expect("one event")
+    }
+
+    #[test]
+    fn candidates_are_a_superset_of_the_matches_in_order() {
+        let filters = [
+            "resource:secrets verb:get",
+            "verb:(create OR delete) -user:system:*",
+            "code:403",
+            "requestObject.spec.hostNetwork:true OR verb:get",
+            "subresource:exec resource:pods",
+            "",
+            "verb:create (pod.runAsUser:0 OR pod.privileged:true)",
+        ];
+        let parsed: Vec<_> = filters.iter().map(|f| parse(f).unwrap()).collect();
+        let index = FilterIndex::new(parsed.iter().map(|q| q.filter.as_ref()));
+        assert_eq!(index.unselective(), 2);
+        let events = [
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/secrets/s","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"secrets","namespace":"d","name":"s","apiVersion":"v1"},"responseStatus":{"code":403}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"b","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/pods/p/exec?command=sh","verb":"create","user":{"username":"bob"},"objectRef":{"resource":"pods","subresource":"exec","namespace":"d","name":"p","apiVersion":"v1"},"responseStatus":{"code":101}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"d","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/pods","verb":"create","user":{"username":"erin"},"objectRef":{"resource":"pods","namespace":"d","name":"p","apiVersion":"v1"},"responseStatus":{"code":201},"requestObject":{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"c","stage":"ResponseComplete","requestURI":"/api/v1/nodes","verb":"list","user":{"username":"system:node:n"},"objectRef":{"resource":"nodes","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+        ];
+        let mut candidates = Vec::new();
+        for json in events {
+            let event = event(json);
+            index.candidates(&event, "", &mut candidates);
+            assert!(candidates.windows(2).all(|w| w[0] < w[1]), "{candidates:?}");
+            for (i, query) in parsed.iter().enumerate() {
+                if Matcher::new(query).unwrap().matches(&event, "") {
+                    assert!(candidates.contains(&i), "{json}: filter {i} left out");
+                }
+            }
+        }
+        // The list event selects only the two filters without an equality.
+        assert_eq!(candidates, vec![3, 5]);
+    }
+}
