@@ -22,9 +22,86 @@ pub enum FieldKind {
     Bool,
 }
 
+/// The columns of [`FIELDS`], for code that reads a column's value from an event: a match on
+/// this is exhaustive (a column added to the catalog without a reader does not compile) and
+/// costs a jump, where a match on the column's name compares strings on every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// `time`.
+    Time,
+    /// `stage_time`.
+    StageTime,
+    /// `audit_id`.
+    AuditId,
+    /// `stage`.
+    Stage,
+    /// `level`.
+    Level,
+    /// `verb`.
+    Verb,
+    /// `user`.
+    User,
+    /// `user_uid`.
+    UserUid,
+    /// `user_groups`.
+    UserGroups,
+    /// `user_kind`.
+    UserKind,
+    /// `impersonated_user`.
+    ImpersonatedUser,
+    /// `effective_user`.
+    EffectiveUser,
+    /// `service_account`.
+    ServiceAccount,
+    /// `source_ips`.
+    SourceIps,
+    /// `user_agent`.
+    UserAgent,
+    /// `client`.
+    Client,
+    /// `api_group`.
+    ApiGroup,
+    /// `api_version`.
+    ApiVersion,
+    /// `resource`.
+    Resource,
+    /// `subresource`.
+    Subresource,
+    /// `resource_key`.
+    ResourceKey,
+    /// `namespace`.
+    Namespace,
+    /// `name`.
+    Name,
+    /// `object_uid`.
+    ObjectUid,
+    /// `request_uri`.
+    RequestUri,
+    /// `path`.
+    Path,
+    /// `code`.
+    Code,
+    /// `status_reason`.
+    StatusReason,
+    /// `status_message`.
+    StatusMessage,
+    /// `decision`.
+    Decision,
+    /// `authz_reason`.
+    AuthzReason,
+    /// `latency_us`.
+    LatencyUs,
+    /// `mutating`.
+    Mutating,
+    /// `cluster`.
+    Cluster,
+}
+
 /// A column of the events table that queries may use.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FieldDef {
+    /// Which column.
+    pub id: Column,
     /// The canonical short name, as shown in output and docs.
     pub name: &'static str,
     /// The column in the store.
@@ -36,97 +113,179 @@ pub struct FieldDef {
 }
 
 macro_rules! field {
-    ($name:literal, $column:literal, $kind:ident, [$($alias:literal),*]) => {
-        FieldDef { name: $name, column: $column, kind: FieldKind::$kind, aliases: &[$($alias),*] }
+    ($id:ident, $name:literal, $column:literal, $kind:ident, [$($alias:literal),*]) => {
+        FieldDef {
+            id: Column::$id,
+            name: $name,
+            column: $column,
+            kind: FieldKind::$kind,
+            aliases: &[$($alias),*],
+        }
     };
 }
 
 /// Every queryable column.
 pub static FIELDS: &[FieldDef] = &[
     field!(
+        Time,
         "time",
         "time",
         Time,
         ["timestamp", "requestReceivedTimestamp"]
     ),
-    field!("stage_time", "stage_time", Time, ["stageTimestamp"]),
-    field!("id", "audit_id", Text, ["auditID", "audit_id"]),
-    field!("stage", "stage", Text, []),
-    field!("level", "level", Text, []),
-    field!("verb", "verb", Text, []),
-    field!("user", "user", Text, ["user.username", "username"]),
-    field!("user_uid", "user_uid", Text, ["user.uid"]),
-    field!("group", "user_groups", List, ["groups", "user.groups"]),
-    field!("user_kind", "user_kind", Text, ["userkind"]),
     field!(
+        StageTime,
+        "stage_time",
+        "stage_time",
+        Time,
+        ["stageTimestamp"]
+    ),
+    field!(AuditId, "id", "audit_id", Text, ["auditID", "audit_id"]),
+    field!(Stage, "stage", "stage", Text, []),
+    field!(Level, "level", "level", Text, []),
+    field!(Verb, "verb", "verb", Text, []),
+    field!(User, "user", "user", Text, ["user.username", "username"]),
+    field!(UserUid, "user_uid", "user_uid", Text, ["user.uid"]),
+    field!(
+        UserGroups,
+        "group",
+        "user_groups",
+        List,
+        ["groups", "user.groups"]
+    ),
+    field!(UserKind, "user_kind", "user_kind", Text, ["userkind"]),
+    field!(
+        ImpersonatedUser,
         "as",
         "impersonated_user",
         Text,
         ["impersonatedUser.username", "impersonated_user"]
     ),
-    field!("effective_user", "effective_user", Text, ["euser"]),
     field!(
+        EffectiveUser,
+        "effective_user",
+        "effective_user",
+        Text,
+        ["euser"]
+    ),
+    field!(
+        ServiceAccount,
         "sa",
         "service_account",
         Text,
         ["serviceaccount", "service_account"]
     ),
-    field!("ip", "source_ips", List, ["sourceIPs", "source_ip"]),
-    field!("ua", "user_agent", Text, ["userAgent", "user_agent"]),
-    field!("client", "client", Text, []),
     field!(
+        SourceIps,
+        "ip",
+        "source_ips",
+        List,
+        ["sourceIPs", "source_ip"]
+    ),
+    field!(
+        UserAgent,
+        "ua",
+        "user_agent",
+        Text,
+        ["userAgent", "user_agent"]
+    ),
+    field!(Client, "client", "client", Text, []),
+    field!(
+        ApiGroup,
         "apigroup",
         "api_group",
         Text,
         ["objectRef.apiGroup", "api_group"]
     ),
     field!(
+        ApiVersion,
         "apiversion",
         "api_version",
         Text,
         ["objectRef.apiVersion", "api_version"]
     ),
-    field!("resource", "resource", Text, ["objectRef.resource"]),
     field!(
+        Resource,
+        "resource",
+        "resource",
+        Text,
+        ["objectRef.resource"]
+    ),
+    field!(
+        Subresource,
         "subresource",
         "subresource",
         Text,
         ["objectRef.subresource"]
     ),
-    field!("resource_key", "resource_key", Text, ["resourcekey"]),
     field!(
+        ResourceKey,
+        "resource_key",
+        "resource_key",
+        Text,
+        ["resourcekey"]
+    ),
+    field!(
+        Namespace,
         "ns",
         "namespace",
         Text,
         ["namespace", "objectRef.namespace"]
     ),
-    field!("name", "name", Text, ["objectRef.name"]),
-    field!("object_uid", "object_uid", Text, ["objectRef.uid"]),
-    field!("uri", "request_uri", Text, ["requestURI", "request_uri"]),
-    field!("path", "path", Text, []),
-    field!("code", "code", Int, ["responseStatus.code", "status_code"]),
+    field!(Name, "name", "name", Text, ["objectRef.name"]),
     field!(
+        ObjectUid,
+        "object_uid",
+        "object_uid",
+        Text,
+        ["objectRef.uid"]
+    ),
+    field!(
+        RequestUri,
+        "uri",
+        "request_uri",
+        Text,
+        ["requestURI", "request_uri"]
+    ),
+    field!(Path, "path", "path", Text, []),
+    field!(
+        Code,
+        "code",
+        "code",
+        Int,
+        ["responseStatus.code", "status_code"]
+    ),
+    field!(
+        StatusReason,
         "status_reason",
         "status_reason",
         Text,
         ["responseStatus.reason"]
     ),
     field!(
+        StatusMessage,
         "message",
         "status_message",
         Text,
         ["responseStatus.message", "status_message"]
     ),
-    field!("decision", "decision", Text, ["authorization.decision"]),
     field!(
+        Decision,
+        "decision",
+        "decision",
+        Text,
+        ["authorization.decision"]
+    ),
+    field!(
+        AuthzReason,
         "reason",
         "authz_reason",
         Text,
         ["authorization.reason", "authz_reason"]
     ),
-    field!("latency", "latency_us", Duration, ["latency_us"]),
-    field!("mutating", "mutating", Bool, []),
-    field!("cluster", "cluster", Text, []),
+    field!(LatencyUs, "latency", "latency_us", Duration, ["latency_us"]),
+    field!(Mutating, "mutating", "mutating", Bool, []),
+    field!(Cluster, "cluster", "cluster", Text, []),
 ];
 
 /// The columns holding JSON that paths can reach into.

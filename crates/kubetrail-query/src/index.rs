@@ -6,7 +6,9 @@
 //! `code:403 …`): an event whose value of that column is not one of the equality's values
 //! cannot match, whatever the rest says. [`FilterIndex`] files each filter under one such
 //! equality, the most selective it has, and hands an event the filters its values select plus
-//! those without any usable equality; only those are evaluated.
+//! those without any usable equality; only those are evaluated. A conjunct that is an `OR`
+//! whose every branch has such an equality (a sequence rule's steps, `resource:pods … OR
+//! resource:deployments …`) files the filter under each branch's.
 
 use std::collections::HashMap;
 
@@ -38,6 +40,8 @@ enum Selector {
     Text(Field, Vec<String>),
     Int(Field, i64),
     VerbResource(Vec<String>, Vec<String>),
+    /// One of several: the branches of an `OR`.
+    Any(Vec<Selector>),
 }
 
 impl FilterIndex {
@@ -47,29 +51,41 @@ impl FilterIndex {
         for (i, filter) in filters.into_iter().enumerate() {
             match filter.and_then(best_selector) {
                 None => index.always.push(i),
-                Some(Selector::Text(field, values)) => {
-                    let map = values_of(&mut index.text, &field);
-                    for value in values {
-                        map.entry(value).or_default().push(i);
-                    }
-                }
-                Some(Selector::Int(field, n)) => {
-                    values_of(&mut index.ints, &field)
-                        .entry(n)
-                        .or_default()
-                        .push(i);
-                }
-                Some(Selector::VerbResource(verbs, resources)) => {
-                    for verb in verbs {
-                        let by_resource = index.verb_resource.entry(verb).or_default();
-                        for resource in &resources {
-                            by_resource.entry(resource.clone()).or_default().push(i);
-                        }
-                    }
-                }
+                Some(selector) => index.file(selector, i),
             }
         }
         index
+    }
+
+    /// Files filter `i` under `selector`.
+    fn file(&mut self, selector: Selector, i: usize) {
+        match selector {
+            Selector::Text(field, values) => {
+                let map = values_of(&mut self.text, &field);
+                for value in values {
+                    map.entry(value).or_default().push(i);
+                }
+            }
+            Selector::Int(field, n) => {
+                values_of(&mut self.ints, &field)
+                    .entry(n)
+                    .or_default()
+                    .push(i);
+            }
+            Selector::VerbResource(verbs, resources) => {
+                for verb in verbs {
+                    let by_resource = self.verb_resource.entry(verb).or_default();
+                    for resource in &resources {
+                        by_resource.entry(resource.clone()).or_default().push(i);
+                    }
+                }
+            }
+            Selector::Any(branches) => {
+                for branch in branches {
+                    self.file(branch, i);
+                }
+            }
+        }
     }
 
     /// How many filters are candidates for every event (no usable equality).
@@ -107,8 +123,9 @@ impl FilterIndex {
                 out.extend_from_slice(filters);
             }
         }
-        // Each filter is filed once, so sorting is all it takes to keep the caller's order.
+        // A filter filed under several branches may be selected twice.
         out.sort_unstable();
+        out.dedup();
     }
 }
 
@@ -134,26 +151,50 @@ fn best_selector(filter: &Expr) -> Option<Selector> {
         one => std::slice::from_ref(one),
     };
     let selectors: Vec<Selector> = conjuncts.iter().filter_map(selector).collect();
-    let rank = |s: &Selector| match s {
+    let best = selectors.iter().map(rank).min()?;
+    if best > PAIR_RANK
+        && let (Some(verbs), Some(resources)) = (
+            column_values(&selectors, "verb"),
+            column_values(&selectors, "resource"),
+        )
+    {
+        return Some(Selector::VerbResource(verbs, resources));
+    }
+    selectors.into_iter().find(|s| rank(s) == best)
+}
+
+/// How selective a selector is ([`selectivity_rank`]): a choice among branches is as
+/// selective as its least selective branch.
+fn rank(selector: &Selector) -> u8 {
+    match selector {
         Selector::Text(Field::Column(def), _) | Selector::Int(Field::Column(def), _) => {
             selectivity_rank(def.column)
         }
+        Selector::VerbResource(..) => PAIR_RANK,
+        Selector::Any(branches) => branches.iter().map(rank).max().unwrap_or(u8::MAX),
         _ => u8::MAX,
-    };
-    let values_of_column = |column: &str| {
-        selectors.iter().find_map(|s| match s {
-            Selector::Text(Field::Column(def), values) if def.column == column => Some(values),
-            _ => None,
-        })
-    };
-    let best = selectors.iter().map(rank).min()?;
-    if best > PAIR_RANK
-        && let (Some(verbs), Some(resources)) =
-            (values_of_column("verb"), values_of_column("resource"))
-    {
-        return Some(Selector::VerbResource(verbs.clone(), resources.clone()));
     }
-    selectors.into_iter().find(|s| rank(s) == best)
+}
+
+/// The values a conjunct of `selectors` allows for text column `column`: one equality's, or
+/// the union of an `OR`'s when each of its branches has an equality on the column.
+fn column_values(selectors: &[Selector], column: &str) -> Option<Vec<String>> {
+    fn of(selector: &Selector, column: &str) -> Option<Vec<String>> {
+        match selector {
+            Selector::Text(Field::Column(def), values) if def.column == column => {
+                Some(values.clone())
+            }
+            Selector::Any(branches) => {
+                let mut all = Vec::new();
+                for branch in branches {
+                    all.extend(of(branch, column)?);
+                }
+                Some(all)
+            }
+            _ => None,
+        }
+    }
+    selectors.iter().find_map(|s| of(s, column))
 }
 
 /// Lower is more selective in audit traffic: a subresource, an object's name or a user picks
@@ -206,6 +247,11 @@ fn selector(conjunct: &Expr) -> Option<Selector> {
                 .collect();
             Some(Selector::Text(Field::Column(resource), resources))
         }
+        Expr::Or(branches) => branches
+            .iter()
+            .map(best_selector)
+            .collect::<Option<Vec<_>>>()
+            .map(Selector::Any),
         _ => None,
     }
 }
@@ -253,10 +299,15 @@ mod tests {
             "subresource:exec resource:pods",
             "",
             "verb:create (pod.runAsUser:0 OR pod.privileged:true)",
+            // Filed under each branch: a sequence rule's steps, an OR of resources.
+            "code<400 ((resource:secrets verb:get) OR (apigroup:rbac.authorization.k8s.io verb:create))",
+            "verb:(create OR update) (resource:pods OR (resource:deployments -subresource:*))",
+            "(user:alice OR user:bob) OR subresource:exec",
         ];
         let parsed: Vec<_> = filters.iter().map(|f| parse(f).unwrap()).collect();
         let index = FilterIndex::new(parsed.iter().map(|q| q.filter.as_ref()));
         assert_eq!(index.unselective(), 2);
+        let mut selected = Vec::new();
         let events = [
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/secrets/s","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"secrets","namespace":"d","name":"s","apiVersion":"v1"},"responseStatus":{"code":403}}"#,
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"b","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/pods/p/exec?command=sh","verb":"create","user":{"username":"bob"},"objectRef":{"resource":"pods","subresource":"exec","namespace":"d","name":"p","apiVersion":"v1"},"responseStatus":{"code":101}}"#,
@@ -273,7 +324,15 @@ mod tests {
                     assert!(candidates.contains(&i), "{json}: filter {i} left out");
                 }
             }
+            selected.push(candidates.clone());
         }
+        // alice's secret: the secrets filter, the first branch of the sequence, her user.
+        assert_eq!(selected[0], vec![0, 2, 3, 5, 7, 9]);
+        // bob's exec (a create of pods): by the subresource and by his user once, and the
+        // filters of pods created (their other terms are for the matcher to decide).
+        assert_eq!(selected[1], vec![1, 3, 4, 5, 6, 8, 9]);
+        // erin's pod: the pod view and the pair of verb and resource.
+        assert_eq!(selected[2], vec![1, 3, 5, 6, 8]);
         // The list event selects only the two filters without an equality.
         assert_eq!(candidates, vec![3, 5]);
     }

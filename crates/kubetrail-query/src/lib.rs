@@ -23,8 +23,8 @@ mod sql;
 pub use ast::{AggFunc, Aggregate, Expr, Literal, Pattern, Pipe, Query, SortKey, ValueSet};
 pub use error::QueryError;
 pub use fields::{
-    CONTAINER_LISTS, FIELDS, Field, FieldDef, FieldKind, JsonColumn, POD_FIELDS, POD_SPEC_ROOTS,
-    PodFieldDef, parse_duration_micros, pod_spec_root,
+    CONTAINER_LISTS, Column, FIELDS, Field, FieldDef, FieldKind, JsonColumn, POD_FIELDS,
+    POD_SPEC_ROOTS, PodFieldDef, parse_duration_micros, pod_spec_root,
 };
 pub use index::FilterIndex;
 pub use lexer::CompareOp;

@@ -12,7 +12,7 @@ use kubetrail_event::AuditEvent;
 
 use crate::ast::{Expr, Literal, Pattern, Query};
 use crate::error::QueryError;
-use crate::fields::{Field, JsonColumn, PodFieldDef, pod_spec_root};
+use crate::fields::{Column, Field, JsonColumn, PodFieldDef, pod_spec_root};
 use crate::lexer::CompareOp;
 
 /// A compiled search for matching events one by one.
@@ -211,7 +211,7 @@ fn cost(expr: &Expr) -> u32 {
 /// The cost of reading `field` (see [`cost`]).
 fn field_cost(field: &Field) -> u32 {
     match field {
-        Field::Column(def) if matches!(def.column, "service_account" | "client") => 2,
+        Field::Column(def) if matches!(def.id, Column::ServiceAccount | Column::Client) => 2,
         Field::Column(_) => 1,
         Field::Param(_) => 8,
         Field::Json { .. } => 40,
@@ -529,72 +529,73 @@ impl<'e, 'a> EventView<'e, 'a> {
             Field::Json { column, path } => self.json_values(*column, path),
             Field::Pod(def) => self.pod_values(def),
             Field::Param(name) => FieldValue::Text(uri_param_values(&e.request_uri, name)),
-            Field::Column(def) => match def.column {
-                "time" => FieldValue::Int(self.time.or_else(|| e.time().map(|t| t.as_micros()))),
-                "stage_time" => FieldValue::Int(e.stage_timestamp.map(|t| t.as_micros())),
-                "audit_id" => text(&e.audit_id),
-                "stage" => text(e.stage.as_str()),
-                "level" => text(e.level.as_str()),
-                "verb" => text(&e.verb),
-                "user" => text(&e.user.username),
-                "user_uid" => text(&e.user.uid),
-                "user_groups" => FieldValue::Text(
+            Field::Column(def) => match def.id {
+                Column::Time => {
+                    FieldValue::Int(self.time.or_else(|| e.time().map(|t| t.as_micros())))
+                }
+                Column::StageTime => FieldValue::Int(e.stage_timestamp.map(|t| t.as_micros())),
+                Column::AuditId => text(&e.audit_id),
+                Column::Stage => text(e.stage.as_str()),
+                Column::Level => text(e.level.as_str()),
+                Column::Verb => text(&e.verb),
+                Column::User => text(&e.user.username),
+                Column::UserUid => text(&e.user.uid),
+                Column::UserGroups => FieldValue::Text(
                     e.user
                         .groups
                         .iter()
                         .map(|g| Cow::Borrowed(g.as_ref()))
                         .collect(),
                 ),
-                "user_kind" => text(d.user_kind.as_str()),
-                "impersonated_user" => text(
+                Column::UserKind => text(d.user_kind.as_str()),
+                Column::ImpersonatedUser => text(
                     e.impersonated_user
                         .as_ref()
                         .map_or("", |u| u.username.as_ref()),
                 ),
-                "effective_user" => text(&d.effective_user),
-                "service_account" => FieldValue::One(
+                Column::EffectiveUser => text(&d.effective_user),
+                Column::ServiceAccount => FieldValue::One(
                     d.service_account
                         .as_ref()
                         .map_or(Cow::Borrowed(""), |(ns, name)| {
                             Cow::Owned(format!("{ns}:{name}"))
                         }),
                 ),
-                "source_ips" => FieldValue::Text(
+                Column::SourceIps => FieldValue::Text(
                     e.source_ips
                         .iter()
                         .map(|g| Cow::Borrowed(g.as_ref()))
                         .collect(),
                 ),
-                "user_agent" => text(e.user_agent.as_deref().unwrap_or("")),
-                "client" => FieldValue::One(match &d.client.component {
+                Column::UserAgent => text(e.user_agent.as_deref().unwrap_or("")),
+                Column::Client => FieldValue::One(match &d.client.component {
                     None => Cow::Borrowed(d.client.name.as_ref()),
                     Some(_) => Cow::Owned(d.client.to_string()),
                 }),
-                "api_group" => object(|r| r.api_group.as_ref()),
-                "api_version" => object(|r| r.api_version.as_ref()),
-                "resource" => object(|r| r.resource.as_ref()),
-                "subresource" => object(|r| r.subresource.as_ref()),
-                "resource_key" => text(d.resource_key.as_deref().unwrap_or("")),
-                "namespace" => object(|r| r.namespace.as_ref()),
-                "name" => object(|r| r.name.as_ref()),
-                "object_uid" => object(|r| r.uid.as_ref()),
-                "request_uri" => text(&e.request_uri),
-                "path" => text(&d.path),
-                "code" => FieldValue::Int(e.code().map(i64::from)),
-                "status_reason" => {
+                Column::ApiGroup => object(|r| r.api_group.as_ref()),
+                Column::ApiVersion => object(|r| r.api_version.as_ref()),
+                Column::Resource => object(|r| r.resource.as_ref()),
+                Column::Subresource => object(|r| r.subresource.as_ref()),
+                Column::ResourceKey => text(d.resource_key.as_deref().unwrap_or("")),
+                Column::Namespace => object(|r| r.namespace.as_ref()),
+                Column::Name => object(|r| r.name.as_ref()),
+                Column::ObjectUid => object(|r| r.uid.as_ref()),
+                Column::RequestUri => text(&e.request_uri),
+                Column::Path => text(&d.path),
+                Column::Code => FieldValue::Int(e.code().map(i64::from)),
+                Column::StatusReason => {
                     text(e.response_status.as_ref().map_or("", |s| s.reason.as_ref()))
                 }
-                "status_message" => text(
+                Column::StatusMessage => text(
                     e.response_status
                         .as_ref()
                         .map_or("", |s| s.message.as_ref()),
                 ),
-                "decision" => text(d.decision.as_deref().unwrap_or("")),
-                "authz_reason" => text(d.authorization_reason.as_deref().unwrap_or("")),
-                "latency_us" => FieldValue::Int(d.latency_micros),
-                "mutating" => FieldValue::Bool(d.mutating),
-                "cluster" => text(self.cluster),
-                other => unreachable!("field catalog column {other} has no event value"),
+                Column::Decision => text(d.decision.as_deref().unwrap_or("")),
+                Column::AuthzReason => text(d.authorization_reason.as_deref().unwrap_or("")),
+                Column::LatencyUs => FieldValue::Int(d.latency_micros),
+                Column::Mutating => FieldValue::Bool(d.mutating),
+                Column::Cluster => text(self.cluster),
             },
         }
     }
@@ -734,6 +735,10 @@ enum Globs {
 
 /// From how many patterns one automaton beats trying each.
 const GLOBS_AS_ONE_AUTOMATON: usize = 4;
+/// The most one automaton may take: a list from a filter typed into the API (an exclusion, a
+/// monitor) must not cost the server more than this; a longer list is tried pattern by
+/// pattern instead. The pack's longest lists take a few KiB.
+const GLOBS_AUTOMATON_BYTES: usize = 1 << 20;
 
 impl Globs {
     fn new(patterns: &[String]) -> Globs {
@@ -749,7 +754,7 @@ impl Globs {
                 .collect();
             let automaton = regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
                 .dot_matches_new_line(true)
-                .size_limit(64 << 20)
+                .size_limit(GLOBS_AUTOMATON_BYTES)
                 .build();
             if let Ok(automaton) = automaton {
                 return Globs::Many(automaton);
@@ -898,6 +903,19 @@ mod tests {
                 );
             }
         }
+        // A list as long as the pack's image lists is one automaton; one far past the size
+        // limit is tried pattern by pattern, with the same answers.
+        let images: Vec<String> = (0..200)
+            .map(|i| format!("*registry-{i}.example.com/tools/*:v{i}*"))
+            .collect();
+        assert!(matches!(Globs::new(&images), Globs::Many(_)));
+        let huge: Vec<String> = (0..3_000)
+            .map(|i| format!("*{i}-{}*", "x".repeat(60)))
+            .collect();
+        let huge_globs = Globs::new(&huge);
+        assert!(matches!(huge_globs, Globs::Few(_)));
+        assert!(huge_globs.matches(&format!("a2999-{}b", "x".repeat(60))));
+        assert!(!huge_globs.matches("a3000-x"));
         // As one automaton: the same answers, and regex syntax in a pattern is text.
         let mut patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
         patterns.push("a.c*".to_owned());

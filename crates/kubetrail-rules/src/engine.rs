@@ -572,19 +572,24 @@ impl Partials {
         mut out: Option<&mut Vec<Finding>>,
     ) {
         let (event, cluster) = (view.event(), view.cluster());
-        let matched: Vec<(usize, Vec<Evidence>)> = sequence
+        // Which steps the event plays, decided before anything is explained or allocated:
+        // most events a sequence rule is offered play none.
+        let matched = sequence
             .steps
             .iter()
             .enumerate()
-            .filter_map(|(n, step)| step.matcher.explain_in(view).map(|e| (n, e)))
-            .collect();
-        if matched.is_empty() || rule.exempts(defaults, event, cluster) {
+            .filter(|(_, step)| step.matcher.matches_in(view))
+            .fold(0u32, |mask, (n, _)| mask | 1 << n);
+        if matched == 0 || rule.exempts(defaults, event, cluster) {
             return;
         }
         self.newest = self.newest.max(time);
         let last_step = sequence.steps.len() - 1;
         // From the last step back, so that one event never plays two consecutive steps.
-        for (n, evidence) in matched.into_iter().rev() {
+        for n in (0..sequence.steps.len()).rev() {
+            if matched & 1 << n == 0 {
+                continue;
+            }
             let step = &sequence.steps[n];
             let key: Vec<String> = step
                 .by
@@ -595,10 +600,10 @@ impl Partials {
             if key.iter().any(String::is_empty) {
                 continue;
             }
-            let link = Link {
+            let link = || Link {
                 audit_id: event.audit_id.to_string(),
                 time,
-                explanation: explain(&evidence),
+                explanation: explain(&step.matcher.explain_in(view).unwrap_or_default()),
             };
             if n == 0 {
                 self.insert(
@@ -606,7 +611,7 @@ impl Partials {
                     Partial {
                         start: time,
                         last: time,
-                        links: vec![link],
+                        links: vec![link()],
                     },
                     sequence.within,
                 );
@@ -622,7 +627,7 @@ impl Partials {
             if n < last_step {
                 let mut advanced = partial.clone();
                 advanced.last = time;
-                advanced.links.push(link);
+                advanced.links.push(link());
                 let (_, key) = previous;
                 self.insert((n, key), advanced, sequence.within);
                 continue;
@@ -640,6 +645,7 @@ impl Partials {
                 .map(|f| f.display_name())
                 .zip(previous.1)
                 .collect();
+            let evidence = step.matcher.explain_in(view).unwrap_or_default();
             let mut finding = finding(rule, event, cluster, time, &evidence, Vec::new(), None);
             let mut explanation: Vec<String> = partial
                 .links
@@ -655,7 +661,7 @@ impl Partials {
                     )
                 })
                 .collect();
-            explanation.push(format!("then {}: {}", step.name, link.explanation));
+            explanation.push(format!("then {}: {}", step.name, explain(&evidence)));
             let same: Vec<String> = group.iter().map(|(f, v)| format!("{f}={v}")).collect();
             finding.explanation = format!(
                 "{}; same {}, within {}",
