@@ -197,17 +197,11 @@ impl Detector {
     /// reported as new. Returns how many stored events were learned.
     pub fn warm_up(&self, store: &QueryEngine, now_micros: i64) -> Result<u64, ScanError> {
         let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some(span), Some(search)) = (engine.history_span(), engine.history_query()) else {
+        let Some(span) = engine.history_span() else {
             return Ok(0);
         };
         let from = now_micros - span;
-        let filter = match kubetrail_query::parse(&search) {
-            Ok(query) => query.filter,
-            Err(e) => {
-                tracing::warn!(error = %e, "the stateful rules' history search does not parse; warming with every event");
-                None
-            }
-        };
+        let filter = engine.history_filter();
         let learned = scan_store(store, filter, Some(from), None, |event, cluster, time| {
             engine.learn(event, cluster, time);
             Ok(())

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use kubetrail_event::AuditEvent;
 
-use crate::ast::{Expr, Literal, Pattern};
-use crate::fields::{FIELDS, Field, FieldKind, POD_SPEC_ROOTS};
+use crate::ast::{Expr, Literal, Pattern, ValueSet};
+use crate::fields::{Column, FIELDS, Field, FieldDef, FieldKind, POD_SPEC_ROOTS};
 use crate::lexer::CompareOp;
 use crate::matcher::{Value, value_of};
 
@@ -127,6 +127,59 @@ impl FilterIndex {
         out.sort_unstable();
         out.dedup();
     }
+
+    /// A filter every event with a candidate matches, on cheap columns only (the equalities
+    /// the filters are filed under): what a reader of stored events asks the store for, before
+    /// judging each event it reads as live ones are judged. None when some filter is a
+    /// candidate for every event, so every event must be read.
+    pub fn superset(&self) -> Option<Expr> {
+        if !self.always.is_empty() {
+            return None;
+        }
+        let mut any = Vec::new();
+        let one_of = |field: Field, values: Vec<String>| Expr::In {
+            field,
+            values: ValueSet::new(values),
+        };
+        for (field, by_value) in &self.text {
+            any.push(one_of(field.clone(), by_value.keys().cloned().collect()));
+        }
+        for (field, by_value) in &self.ints {
+            any.extend(by_value.keys().map(|n| Expr::Compare {
+                field: field.clone(),
+                op: CompareOp::Eq,
+                value: Literal::Int(*n),
+            }));
+        }
+        let mut by_resources: FastMap<Vec<String>, Vec<String>> = FastMap::default();
+        for (verb, by_resource) in &self.verb_resource {
+            let mut resources: Vec<String> = by_resource.keys().cloned().collect();
+            resources.sort_unstable();
+            by_resources
+                .entry(resources)
+                .or_default()
+                .push(verb.clone());
+        }
+        for (resources, verbs) in by_resources {
+            any.push(Expr::And(vec![
+                one_of(Field::Column(column_def(Column::Verb)), verbs),
+                one_of(Field::Column(column_def(Column::Resource)), resources),
+            ]));
+        }
+        // No filter at all: an empty set, which nothing is in.
+        if any.is_empty() {
+            any.push(one_of(Field::Column(column_def(Column::Verb)), Vec::new()));
+        }
+        Some(Expr::Or(any))
+    }
+}
+
+/// The catalog's definition of `column`.
+fn column_def(column: Column) -> &'static FieldDef {
+    FIELDS
+        .iter()
+        .find(|def| def.id == column)
+        .expect("every column is in the catalog")
 }
 
 /// The map of `field`'s values in `fields`, added when missing.
@@ -154,8 +207,8 @@ fn best_selector(filter: &Expr) -> Option<Selector> {
     let best = selectors.iter().map(rank).min()?;
     if best > PAIR_RANK
         && let (Some(verbs), Some(resources)) = (
-            column_values(&selectors, "verb"),
-            column_values(&selectors, "resource"),
+            column_values(&selectors, Column::Verb),
+            column_values(&selectors, Column::Resource),
         )
     {
         return Some(Selector::VerbResource(verbs, resources));
@@ -168,7 +221,7 @@ fn best_selector(filter: &Expr) -> Option<Selector> {
 fn rank(selector: &Selector) -> u8 {
     match selector {
         Selector::Text(Field::Column(def), _) | Selector::Int(Field::Column(def), _) => {
-            selectivity_rank(def.column)
+            selectivity_rank(def.id)
         }
         Selector::VerbResource(..) => PAIR_RANK,
         Selector::Any(branches) => branches.iter().map(rank).max().unwrap_or(u8::MAX),
@@ -178,12 +231,10 @@ fn rank(selector: &Selector) -> u8 {
 
 /// The values a conjunct of `selectors` allows for text column `column`: one equality's, or
 /// the union of an `OR`'s when each of its branches has an equality on the column.
-fn column_values(selectors: &[Selector], column: &str) -> Option<Vec<String>> {
-    fn of(selector: &Selector, column: &str) -> Option<Vec<String>> {
+fn column_values(selectors: &[Selector], column: Column) -> Option<Vec<String>> {
+    fn of(selector: &Selector, column: Column) -> Option<Vec<String>> {
         match selector {
-            Selector::Text(Field::Column(def), values) if def.column == column => {
-                Some(values.clone())
-            }
+            Selector::Text(Field::Column(def), values) if def.id == column => Some(values.clone()),
             Selector::Any(branches) => {
                 let mut all = Vec::new();
                 for branch in branches {
@@ -201,17 +252,17 @@ fn column_values(selectors: &[Selector], column: &str) -> Option<Vec<String>> {
 /// few events, then the pair of a verb and a resource ([`PAIR_RANK`]); an API group
 /// (equalities name a group other than the core one, where most traffic is) picks more, a
 /// resource, a namespace, a verb or a code more still (reads, leases and 200s are most of it).
-fn selectivity_rank(column: &str) -> u8 {
+fn selectivity_rank(column: Column) -> u8 {
     match column {
-        "audit_id" => 0,
-        "subresource" => 1,
-        "name" => 2,
-        "user" => 3,
-        "api_group" => 5,
-        "resource" => 6,
-        "namespace" => 7,
-        "verb" => 8,
-        "code" => 9,
+        Column::AuditId => 0,
+        Column::Subresource => 1,
+        Column::Name => 2,
+        Column::User => 3,
+        Column::ApiGroup => 5,
+        Column::Resource => 6,
+        Column::Namespace => 7,
+        Column::Verb => 8,
+        Column::Code => 9,
         _ => 10,
     }
 }
@@ -239,14 +290,10 @@ fn selector(conjunct: &Expr) -> Option<Selector> {
             op: CompareOp::Eq,
             value: Literal::Int(n),
         } if column(field, FieldKind::Int) => Some(Selector::Int(field.clone(), *n)),
-        _ if needs_pod_view(conjunct) => {
-            let resource = FIELDS.iter().find(|f| f.column == "resource")?;
-            let resources = POD_SPEC_ROOTS
-                .iter()
-                .flat_map(|(resources, _, _)| resources.iter().map(|r| (*r).to_owned()))
-                .collect();
-            Some(Selector::Text(Field::Column(resource), resources))
-        }
+        _ if needs_pod_view(conjunct) => Some(Selector::Text(
+            Field::Column(column_def(Column::Resource)),
+            pod_spec_resources(),
+        )),
         Expr::Or(branches) => branches
             .iter()
             .map(best_selector)
@@ -254,6 +301,14 @@ fn selector(conjunct: &Expr) -> Option<Selector> {
             .map(Selector::Any),
         _ => None,
     }
+}
+
+/// The resources whose requests carry a pod spec.
+fn pod_spec_resources() -> Vec<String> {
+    POD_SPEC_ROOTS
+        .iter()
+        .flat_map(|(resources, _, _)| resources.iter().map(|r| (*r).to_owned()))
+        .collect()
 }
 
 /// Whether `expr` holds only for events with a value in the pod view: a term on a `pod.`
@@ -335,5 +390,57 @@ mod tests {
         assert_eq!(selected[2], vec![1, 3, 5, 6, 8]);
         // The list event selects only the two filters without an equality.
         assert_eq!(candidates, vec![3, 5]);
+    }
+
+    #[test]
+    fn the_superset_matches_exactly_the_events_with_candidates() {
+        let filters = [
+            "resource:secrets verb:get",
+            "verb:(create OR delete) resource:(pods OR services) -user:system:*",
+            "verb:update resource:(services OR pods)",
+            "code:403",
+            "subresource:exec",
+            "verb:create pod.privileged:true",
+        ];
+        let parsed: Vec<_> = filters.iter().map(|f| parse(f).unwrap()).collect();
+        let index = FilterIndex::new(parsed.iter().map(|q| q.filter.as_ref()));
+        let superset = crate::Query {
+            filter: index.superset(),
+            pipes: Vec::new(),
+        };
+        assert!(superset.filter.is_some());
+        let superset = Matcher::new(&superset).unwrap();
+        let events = [
+            ("get", "secrets", "", 200, true),
+            ("get", "configmaps", "", 200, false),
+            ("get", "configmaps", "", 403, true),
+            ("delete", "services", "", 200, true),
+            ("update", "pods", "", 200, true),
+            ("patch", "pods", "", 200, false),
+            ("create", "pods", "exec", 101, true),
+            ("create", "deployments", "", 201, true),
+            ("create", "nodes", "", 201, false),
+        ];
+        let mut candidates = Vec::new();
+        for (verb, resource, subresource, code, selected) in events {
+            let json = format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/x","verb":"{verb}","user":{{"username":"u"}},"objectRef":{{"resource":"{resource}","subresource":"{subresource}","name":"n","apiVersion":"v1"}},"responseStatus":{{"code":{code}}}}}"#
+            );
+            let event = event(&json);
+            index.candidates(&event, "", &mut candidates);
+            assert_eq!(!candidates.is_empty(), selected, "{json}");
+            assert_eq!(superset.matches(&event, ""), selected, "{json}");
+        }
+
+        // A filter without an equality makes every event a candidate; no filter, none.
+        let unselective = [parse("verb:get").unwrap(), parse("-user:a").unwrap()];
+        let index = FilterIndex::new(unselective.iter().map(|q| q.filter.as_ref()));
+        assert_eq!(index.superset(), None);
+        let none = crate::Query {
+            filter: FilterIndex::new([]).superset(),
+            pipes: Vec::new(),
+        };
+        let json = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/x","verb":"get","user":{"username":"u"}}"#;
+        assert!(!Matcher::new(&none).unwrap().matches(&event(json), ""));
     }
 }

@@ -35,6 +35,6 @@ pub use matcher::{
 pub use parser::{parse, parse_with};
 pub use sql::{
     CompileOptions, CompiledSql, DEFAULT_FIELDS, DataFusionDialect, Dialect, Param, PartialKind,
-    Partials, SEARCH_COLUMNS, SearchCursor, compile, compile_partials, compile_scan,
-    compile_search, compile_search_times,
+    Partials, SEARCH_COLUMNS, SearchCursor, compile, compile_extent, compile_partials,
+    compile_scan, compile_search, compile_search_times,
 };

@@ -314,6 +314,42 @@ pub fn compile_search_times(
     search_of(query, dialect, options, after, limit, &["time"], false)
 }
 
+/// The oldest and the newest time of the events a search matches in its range, and how many
+/// there are (columns `first`, `last`, `events`; the times NULL when there are none): how a
+/// reader of many events with [`compile_scan`] cuts the range into slices of about a page
+/// each, so that each page's search reads only its slice's row groups.
+pub fn compile_extent(
+    query: &Query,
+    dialect: &dyn Dialect,
+    options: &CompileOptions,
+) -> CompiledSql {
+    let mut c = Compiler {
+        dialect,
+        params: Vec::new(),
+    };
+    let conditions = c.conditions(query, options);
+    let time = dialect.ident("time");
+    let stage = Stage {
+        select: vec![
+            (format!("min({time})"), "first".to_owned()),
+            (format!("max({time})"), "last".to_owned()),
+            ("count(*)".to_owned(), "events".to_owned()),
+        ],
+        from: TABLE.to_owned(),
+        conditions,
+        group_by: Vec::new(),
+        order_by: Vec::new(),
+        limit: None,
+        shaped: true,
+        event_rows: false,
+    };
+    CompiledSql {
+        sql: stage.render(dialect),
+        params: c.params,
+        columns: ["first", "last", "events"].map(str::to_owned).to_vec(),
+    }
+}
+
 fn search_of(
     query: &Query,
     dialect: &dyn Dialect,

@@ -23,7 +23,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use kubetrail_event::{AuditEvent, Timestamp};
-use kubetrail_query::{EventView, Evidence, Field, FilterIndex, Value, field_value, value_of};
+use kubetrail_query::{
+    EventView, Evidence, Expr, Field, FilterIndex, Value, field_value, value_of,
+};
 
 /// Maps hashed for every matching event: foldhash, not the standard SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -169,7 +171,7 @@ impl Engine {
 
     /// Declares that the engine's history starts at `time` (µs) when that is earlier than the
     /// first event offered: first-seen learning periods count from there. A caller that
-    /// replays only the events the rules look at (see [`Engine::history_query`]) passes the
+    /// replays only the events the rules look at (see [`Engine::history_filter`]) passes the
     /// start of the range it read, so that a quiet stretch at its beginning still counts as
     /// learned.
     pub fn history_starts_at(&mut self, time: i64) {
@@ -191,17 +193,23 @@ impl Engine {
             .max()
     }
 
-    /// One search (in the query language) that every event a first-seen or sequence rule
-    /// looks at matches: what a caller asks the store for when warming the engine. None when
-    /// no rule keeps such state.
-    pub fn history_query(&self) -> Option<String> {
-        let conditions: Vec<String> = self
+    /// A filter every event a first-seen or sequence rule looks at matches, on cheap columns
+    /// (see [`FilterIndex::superset`]): what a caller asks the store for when warming the
+    /// engine, the store returning a superset that [`Engine::learn`] then judges. None when
+    /// some stateful rule may look at any event (read them all).
+    pub fn history_filter(&self) -> Option<Expr> {
+        let stateful = self
             .rules
             .iter()
-            .filter(|r| r.first_seen.is_some() || r.sequence.is_some())
-            .map(|r| format!("({})", r.condition.trim()))
-            .collect();
-        (!conditions.is_empty()).then(|| conditions.join(" OR "))
+            .filter(|r| r.first_seen.is_some() || r.sequence.is_some());
+        FilterIndex::new(stateful.map(|r| r.matcher.filter())).superset()
+    }
+
+    /// A filter every event some rule looks at matches, on cheap columns: what a hunt asks
+    /// the store for before [`Engine::evaluate`] judges each event read. None when some rule
+    /// may look at any event.
+    pub fn search_filter(&self) -> Option<Expr> {
+        self.index.superset()
     }
 
     fn offer(
@@ -556,6 +564,8 @@ struct Partial {
 #[derive(Default)]
 struct Partials {
     partials: HashMap<(usize, Vec<String>), Partial>,
+    /// For a sequence in any order: per join key, the latest event of each step.
+    latest: HashMap<Vec<String>, Vec<Option<Link>>>,
     /// The newest event time seen, for expiring partial sequences.
     newest: i64,
 }
@@ -584,6 +594,10 @@ impl Partials {
             return;
         }
         self.newest = self.newest.max(time);
+        if !sequence.ordered {
+            self.offer_any_order(rule, sequence, view, time, matched, out);
+            return;
+        }
         let last_step = sequence.steps.len() - 1;
         // From the last step back, so that one event never plays two consecutive steps.
         for n in (0..sequence.steps.len()).rev() {
@@ -672,6 +686,122 @@ impl Partials {
             finding.group = group;
             out.push(finding);
         }
+    }
+
+    /// A sequence whose steps may happen in any order: per join key, the latest event of each
+    /// step; the event that gives every step an event within the span completes it. Using the
+    /// latest event of each step finds a completion whenever one exists. An event plays one
+    /// step: the first it matches that the key lacks (within the span), else the first it
+    /// matches, so one event never completes a sequence alone.
+    fn offer_any_order(
+        &mut self,
+        rule: &Rule,
+        sequence: &Sequence,
+        view: &EventView<'_, '_>,
+        time: i64,
+        matched: u32,
+        out: Option<&mut Vec<Finding>>,
+    ) {
+        let (event, cluster) = (view.event(), view.cluster());
+        let horizon = time - sequence.within;
+        let held = |links: &[Option<Link>], n: usize| {
+            links
+                .get(n)
+                .and_then(Option::as_ref)
+                .is_some_and(|l| l.time >= horizon)
+        };
+        let mut played = None;
+        for (n, step) in sequence.steps.iter().enumerate() {
+            if matched & 1 << n == 0 {
+                continue;
+            }
+            let key: Vec<String> = step
+                .by
+                .iter()
+                .map(|f| field_value(f, event, cluster))
+                .collect();
+            // An absent join value would join unrelated events.
+            if key.iter().any(String::is_empty) {
+                continue;
+            }
+            let lacking = !self.latest.get(&key).is_some_and(|links| held(links, n));
+            if played.is_none() || lacking {
+                played = Some((n, key));
+            }
+            if lacking {
+                break;
+            }
+        }
+        let Some((n, key)) = played else {
+            return;
+        };
+        let step = &sequence.steps[n];
+        let link = Link {
+            audit_id: event.audit_id.to_string(),
+            time,
+            explanation: explain(&step.matcher.explain_in(view).unwrap_or_default()),
+        };
+        if !self.latest.contains_key(&key) && self.latest.len() >= MAX_PARTIAL_SEQUENCES {
+            let newest = |links: &Vec<Option<Link>>| {
+                links
+                    .iter()
+                    .flatten()
+                    .map(|l| l.time)
+                    .max()
+                    .unwrap_or(i64::MIN)
+            };
+            let horizon = self.newest - sequence.within;
+            self.latest.retain(|_, links| newest(links) >= horizon);
+            if self.latest.len() >= MAX_PARTIAL_SEQUENCES {
+                forget_oldest_tenth(&mut self.latest, newest);
+            }
+        }
+        let links = self
+            .latest
+            .entry(key.clone())
+            .or_insert_with(|| vec![None; sequence.steps.len()]);
+        links[n] = Some(link);
+        if !(0..sequence.steps.len()).all(|m| held(links, m)) {
+            return;
+        }
+        // Complete: used up, reported unless learning.
+        let Some(links) = self.latest.remove(&key) else {
+            return;
+        };
+        let Some(out) = out else {
+            return;
+        };
+        let group: Vec<(String, String)> =
+            step.by.iter().map(|f| f.display_name()).zip(key).collect();
+        let evidence = step.matcher.explain_in(view).unwrap_or_default();
+        let mut finding = finding(rule, event, cluster, time, &evidence, Vec::new(), None);
+        let mut done: Vec<(&Link, &crate::rule::Step)> = links
+            .iter()
+            .zip(&sequence.steps)
+            .filter_map(|(link, step)| Some((link.as_ref()?, step)))
+            .collect();
+        done.sort_by_key(|(link, _)| link.time);
+        let explanation: Vec<String> = done
+            .iter()
+            .map(|(link, step)| {
+                format!(
+                    "{} at {} (auditID {}: {})",
+                    step.name,
+                    Timestamp::from_micros(link.time),
+                    link.audit_id,
+                    link.explanation
+                )
+            })
+            .collect();
+        let same: Vec<String> = group.iter().map(|(f, v)| format!("{f}={v}")).collect();
+        finding.explanation = format!(
+            "{}, in any order; same {}, within {}",
+            explanation.join(", "),
+            same.join(", "),
+            format_window(sequence.within)
+        );
+        finding.group = group;
+        out.push(finding);
     }
 
     fn insert(&mut self, key: (usize, Vec<String>), partial: Partial, within: i64) {

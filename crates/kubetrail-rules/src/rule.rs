@@ -103,6 +103,8 @@ pub struct Sequence {
     pub within: i64,
     /// The steps, in order.
     pub steps: Vec<Step>,
+    /// Whether the steps must happen in order; when false, all of them in any order.
+    pub ordered: bool,
 }
 
 /// One step of a sequence.
@@ -646,6 +648,7 @@ impl Loader {
             Sequence {
                 within: within?,
                 steps,
+                ordered: spec.ordered,
             },
             condition,
         ))

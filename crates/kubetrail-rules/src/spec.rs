@@ -168,6 +168,10 @@ pub struct SequenceSpec {
     pub by: Vec<String>,
     /// The steps, in the order they must happen (2 to 5).
     pub steps: Vec<StepSpec>,
+    /// Whether the steps must happen in the order listed (default true). False: every step,
+    /// in any order, by distinct events within the span (Sigma's `temporal` correlation).
+    #[serde(default = "yes")]
+    pub ordered: bool,
 }
 
 /// One step of a sequence.

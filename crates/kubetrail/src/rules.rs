@@ -10,7 +10,6 @@ use clap::{Args, Subcommand, ValueEnum};
 use kubetrail_alert::detect::read_rule_files;
 use kubetrail_alert::history::scan_store;
 use kubetrail_event::Decoded;
-use kubetrail_query::{Expr, parse};
 use kubetrail_rules::{Engine, Finding, RuleSet, Severity, run_inline_tests};
 use serde::Serialize;
 
@@ -410,32 +409,24 @@ fn hunt_files(
     Ok((events, diagnostics.finish()))
 }
 
-/// Reads the store oldest first, only the events some rule's condition matches (one search of
-/// the conditions' alternatives, so the store skips what no rule looks at), and evaluates the
-/// rules on them in order. First-seen rules learn from the start of the range on.
+/// Reads the store oldest first, only events some rule may look at (a superset on cheap
+/// columns, [`Engine::search_filter`], so the store skips what no rule looks at), and
+/// evaluates the rules on them in order. First-seen rules learn from the start of the range on.
 fn hunt_store(
     args: &RunArgs,
     set: &RuleSet,
     engine: &mut Engine,
     printer: &mut FindingPrinter,
 ) -> Result<(u64, Outcome)> {
-    let store = open_engine(&args.data.data)?;
-    let (from_micros, to_micros) = args.time.range()?;
-    let mut alternatives = Vec::new();
-    let mut everything = false;
-    for rule in set.enabled() {
-        match parse(&rule.condition)?.filter {
-            Some(filter) => alternatives.push(filter),
-            None => everything = true,
-        }
-    }
-    if alternatives.is_empty() && !everything {
+    if set.enabled().next().is_none() {
         return Ok((0, Outcome::Clean));
     }
+    let store = open_engine(&args.data.data)?;
+    let (from_micros, to_micros) = args.time.range()?;
     if let Some(from) = from_micros {
         engine.history_starts_at(from);
     }
-    let filter = (!everything).then_some(Expr::Or(alternatives));
+    let filter = engine.search_filter();
     let mut findings = Vec::new();
     let events = scan_store(
         &store,

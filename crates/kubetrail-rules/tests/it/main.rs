@@ -309,10 +309,17 @@ fn first_seen_learns_then_reports_each_new_tuple_once() {
 fn learned_history_counts_as_seen_and_as_learning_time() {
     let mut engine = engine_of(FIRST_EXEC);
     assert_eq!(engine.history_span(), Some(3_600_000_000));
-    assert_eq!(
-        engine.history_query().as_deref(),
-        Some("(resource:pods subresource:exec)")
-    );
+    // Filed under its subresource, the most selective of its equalities.
+    match engine.history_filter() {
+        Some(kubetrail_query::Expr::Or(any)) => match any.as_slice() {
+            [kubetrail_query::Expr::In { field, values }] => {
+                assert_eq!(field.display_name(), "subresource");
+                assert_eq!(values.values(), ["exec"]);
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
     let none = serde_json::Value::Null;
     for (line, time) in [
         audit("alice", "create", "pods/exec", "shop", 0, none.clone()),
@@ -429,6 +436,91 @@ fn sequences_fire_on_the_last_step_by_the_same_key_within_the_span() {
         "{}",
         finding.explanation
     );
+}
+
+/// `ordered: false` (Sigma's `temporal`): every step by the same key within the span, in any
+/// order, each by a distinct event; the latest event of each step counts.
+#[test]
+fn sequences_in_any_order_fire_when_every_step_happened_within_the_span() {
+    let rule = RBAC_THEN_WORKLOAD
+        .replace("id: rbac-then-workload", "id: rbac-and-workload")
+        .replace("  within: 5m\n", "  within: 5m\n  ordered: false\n")
+        .replace(
+            "'resource:deployments verb:(create OR patch)'",
+            "'resource:(deployments OR clusterrolebindings) verb:(create OR patch)'",
+        );
+    let mut engine = engine_of(&rule);
+    let none = serde_json::Value::Null;
+    let found = run(
+        &mut engine,
+        &[
+            // The workload change first, then the RBAC change: complete.
+            audit("mallory", "patch", "deployments", "shop", 0, none.clone()),
+            audit(
+                "mallory",
+                "create",
+                "clusterrolebindings",
+                "",
+                10,
+                none.clone(),
+            ),
+            // Used up: one more RBAC change alone is one step.
+            audit(
+                "mallory",
+                "create",
+                "clusterrolebindings",
+                "",
+                20,
+                none.clone(),
+            ),
+            // It matches both steps but plays one, the one the key lacks: complete again.
+            audit(
+                "mallory",
+                "create",
+                "clusterrolebindings",
+                "",
+                30,
+                none.clone(),
+            ),
+            // bob: a workload change, then another 400 s later (the first is past the span),
+            // then an RBAC change within the span of the second.
+            audit("bob", "patch", "deployments", "shop", 100, none.clone()),
+            audit("bob", "patch", "deployments", "shop", 500, none.clone()),
+            audit(
+                "bob",
+                "create",
+                "clusterrolebindings",
+                "",
+                700,
+                none.clone(),
+            ),
+            // erin: two steps 400 s apart, never within 5m.
+            audit(
+                "erin",
+                "create",
+                "clusterrolebindings",
+                "",
+                800,
+                none.clone(),
+            ),
+            audit("erin", "patch", "deployments", "shop", 1_200, none),
+        ],
+    );
+    let counts: Vec<usize> = found.iter().map(Vec::len).collect();
+    assert_eq!(counts, [0, 1, 0, 1, 0, 0, 1, 0, 0]);
+    let finding = &found[1][0];
+    assert_eq!(finding.audit_id, "id-10-mallory");
+    assert!(
+        finding
+            .explanation
+            .starts_with("workload-change at 2026-07-23T14:00:00.000000Z (auditID id-0-mallory: ")
+            && finding
+                .explanation
+                .ends_with(", in any order; same user=mallory, within 5m"),
+        "{}",
+        finding.explanation
+    );
+    assert_eq!(found[6][0].user, "bob");
 }
 
 #[test]
