@@ -550,6 +550,18 @@ struct Link {
     explanation: String,
 }
 
+impl Link {
+    /// How a finding's explanation tells this step: `NAME at TIME (auditID ID: evidence)`.
+    fn describe(&self, step: &str) -> String {
+        format!(
+            "{step} at {} (auditID {}: {})",
+            Timestamp::from_micros(self.time),
+            self.audit_id,
+            self.explanation
+        )
+    }
+}
+
 /// The earlier steps of a sequence that happened, for one join key.
 #[derive(Clone)]
 struct Partial {
@@ -665,15 +677,7 @@ impl Partials {
                 .links
                 .iter()
                 .zip(&sequence.steps)
-                .map(|(link, step)| {
-                    format!(
-                        "{} at {} (auditID {}: {})",
-                        step.name,
-                        Timestamp::from_micros(link.time),
-                        link.audit_id,
-                        link.explanation
-                    )
-                })
+                .map(|(link, step)| link.describe(&step.name))
                 .collect();
             explanation.push(format!("then {}: {}", step.name, explain(&evidence)));
             let same: Vec<String> = group.iter().map(|(f, v)| format!("{f}={v}")).collect();
@@ -783,15 +787,7 @@ impl Partials {
         done.sort_by_key(|(link, _)| link.time);
         let explanation: Vec<String> = done
             .iter()
-            .map(|(link, step)| {
-                format!(
-                    "{} at {} (auditID {}: {})",
-                    step.name,
-                    Timestamp::from_micros(link.time),
-                    link.audit_id,
-                    link.explanation
-                )
-            })
+            .map(|(link, step)| link.describe(&step.name))
             .collect();
         let same: Vec<String> = group.iter().map(|(f, v)| format!("{f}={v}")).collect();
         finding.explanation = format!(

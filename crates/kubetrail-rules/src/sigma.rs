@@ -5,7 +5,8 @@
 //! field audit events do not have, a modifier or condition without an equivalent, a
 //! case-insensitive match on a field whose values may be written in any case) is refused with
 //! the construct, the file and the line, never turned into a weaker rule. Sigma v2
-//! correlations of type `event_count` and `value_count` become thresholds. Every converted rule
+//! correlations of type `event_count` and `value_count` become thresholds, `temporal_ordered` and
+//! `temporal` sequences (in order, or in any order). Every converted rule
 //! carries a firing and a quiet inline test made from its condition and checked by running
 //! them, and keeps the Sigma rule's author and license in its title and description, as the
 //! Detection Rule License asks. Pure: text in, rule files' text out.
@@ -148,11 +149,6 @@ pub enum SigmaRefusal {
         /// Why not.
         why: String,
     },
-    /// A temporal correlation.
-    #[error(
-        "correlation type `{0}` is not supported yet: kubetrail converts event_count and value_count"
-    )]
-    Temporal(String),
     /// Another correlation construct without an equivalent.
     #[error("correlation: {0}")]
     Correlation(String),
@@ -545,6 +541,19 @@ struct Plan {
     counted: Vec<Meta>,
     condition: Node,
     threshold: Option<ThresholdPlan>,
+    sequence: Option<SequencePlan>,
+}
+
+/// A temporal correlation: the rules it names are the steps of a sequence.
+struct SequencePlan {
+    kind: String,
+    timespan: String,
+    by: Vec<FieldRef>,
+    /// The conditions of the rules named, in the order named.
+    steps: Vec<Node>,
+    /// The names of the rules named, for the steps' names.
+    names: Vec<String>,
+    ordered: bool,
 }
 
 struct ThresholdPlan {
@@ -563,6 +572,7 @@ impl Plan {
             counted: Vec::new(),
             condition: parts.condition.clone(),
             threshold: None,
+            sequence: None,
         }
     }
 
@@ -653,6 +663,22 @@ impl Plan {
                 t.kind,
                 t.timespan,
                 rules.join(", ")
+            ));
+        }
+        if let Some(sequence) = &self.sequence {
+            let rules: Vec<String> = self
+                .counted
+                .iter()
+                .map(|m| format!("\"{}\"", m.title))
+                .collect();
+            let by: Vec<&str> = sequence.by.iter().map(|f| f.name.as_str()).collect();
+            text.push_str(&format!(
+                "\n\nA Sigma {} correlation: events matching the Sigma rules {}, {}, with the same {}, within {}.",
+                sequence.kind,
+                rules.join(", "),
+                if sequence.ordered { "in that order" } else { "in any order" },
+                by.join(", "),
+                sequence.timespan
             ));
         }
         let falsepositives: Vec<&String> = std::iter::once(&self.meta)
@@ -814,10 +840,7 @@ fn correlation_plan(
         .and_then(Value::as_str)
         .unwrap_or_default();
     match kind {
-        "event_count" | "value_count" => {}
-        "temporal" | "temporal_ordered" => {
-            return Err(fail("type", SigmaRefusal::Temporal(kind.to_owned())));
-        }
+        "event_count" | "value_count" | "temporal" | "temporal_ordered" => {}
         other => {
             return Err(fail(
                 "type",
@@ -844,6 +867,7 @@ fn correlation_plan(
     }
     let mut counted = Vec::new();
     let mut conditions = Vec::new();
+    let mut names_counted = Vec::new();
     for name in &rules {
         let Some(index) = by_name.get(name) else {
             let chained = documents.iter().any(|d| {
@@ -867,6 +891,7 @@ fn correlation_plan(
             Some(Ok(parts)) => {
                 counted.push(parts.meta.clone());
                 conditions.push(parts.condition.clone());
+                names_counted.push(name.clone());
             }
             Some(Err(problems)) => {
                 let first = problems
@@ -886,6 +911,7 @@ fn correlation_plan(
         }
     }
     let mut by = Vec::new();
+    let mut by_fields = Vec::new();
     for field in names(correlation.get("group-by")) {
         let mapping = fields::map_field(&field, &options.fields).map_err(|hint| {
             fail(
@@ -896,6 +922,10 @@ fn correlation_plan(
                 },
             )
         })?;
+        by_fields.push(FieldRef {
+            name: mapping.kubetrail.clone(),
+            field: mapping.field,
+        });
         by.push(mapping.kubetrail);
     }
     let timespan = correlation
@@ -911,6 +941,24 @@ fn correlation_plan(
             )),
         ));
     };
+    if kind.starts_with("temporal") {
+        let sequence = temporal_plan(
+            kind,
+            timespan,
+            by_fields,
+            conditions.clone(),
+            names_counted,
+            correlation,
+            &fail,
+        )?;
+        return Ok(Plan {
+            meta,
+            counted,
+            condition: Node::Or(conditions),
+            threshold: None,
+            sequence: Some(sequence),
+        });
+    }
     let Some(condition) = correlation.get("condition").and_then(Value::as_mapping) else {
         return Err(fail(
             "condition",
@@ -1003,6 +1051,65 @@ fn correlation_plan(
             count,
             distinct,
         }),
+        sequence: None,
+    })
+}
+
+/// A temporal correlation as a sequence: its rules are the steps (2 to 5), joined by its
+/// `group-by` (required: a sequence joins events on fields), within its timespan. Its
+/// condition, when given, must ask for every rule (`gte` of their number).
+fn temporal_plan(
+    kind: &str,
+    timespan: String,
+    by: Vec<FieldRef>,
+    steps: Vec<Node>,
+    names: Vec<String>,
+    correlation: &Value,
+    fail: &dyn Fn(&str, SigmaRefusal) -> SigmaProblem,
+) -> Result<SequencePlan, SigmaProblem> {
+    let refuse = |key: &str, why: String| fail(key, SigmaRefusal::Correlation(why));
+    if by.is_empty() {
+        return Err(refuse(
+            "group-by",
+            format!(
+                "a {kind} correlation without `group-by` would join unrelated events: kubetrail's sequences join on fields"
+            ),
+        ));
+    }
+    if !(2..=crate::rule::MAX_SEQUENCE_STEPS).contains(&steps.len()) {
+        return Err(refuse(
+            "rules",
+            format!(
+                "a {kind} correlation becomes a sequence of 2 to {} rules; it names {}",
+                crate::rule::MAX_SEQUENCE_STEPS,
+                steps.len()
+            ),
+        ));
+    }
+    if let Some(condition) = correlation.get("condition") {
+        let every = condition
+            .as_mapping()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.get("gte"))
+            .and_then(Value::as_u64)
+            == Some(steps.len() as u64);
+        if !every {
+            return Err(refuse(
+                "condition",
+                format!(
+                    "a {kind} correlation is written as a sequence of all its rules: its condition can only be `gte: {}`",
+                    steps.len()
+                ),
+            ));
+        }
+    }
+    Ok(SequencePlan {
+        kind: kind.to_owned(),
+        timespan,
+        by,
+        steps,
+        names,
+        ordered: kind == "temporal_ordered",
     })
 }
 
@@ -1017,9 +1124,12 @@ struct RuleHead<'a> {
     mitre: MitreOut<'a>,
     stages: &'a [&'static str],
     default_exemptions: bool,
-    condition: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     threshold: Option<ThresholdOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<SequenceOut<'a>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     references: &'a [String],
 }
@@ -1032,6 +1142,20 @@ struct ThresholdOut<'a> {
     count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     distinct: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SequenceOut<'a> {
+    within: &'a str,
+    by: Vec<&'a str>,
+    ordered: bool,
+    steps: Vec<StepOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct StepOut<'a> {
+    name: &'a str,
+    condition: &'a str,
 }
 
 /// ATT&CK ids as written in a rule file, without empty lists.
@@ -1077,17 +1201,12 @@ fn emit(plan: &Plan) -> Result<SigmaRule, SigmaProblem> {
         });
         header
     };
-    let write = |tests: &Tests, with_threshold: bool| -> String {
-        let threshold = plan
-            .threshold
-            .as_ref()
-            .filter(|_| with_threshold)
-            .map(|t| ThresholdOut {
-                window: &t.timespan,
-                by: &t.by,
-                count: t.count,
-                distinct: t.distinct.as_ref().map(|d| d.name.as_str()),
-            });
+    // The rule file with `tests`: its condition, threshold and sequence as given.
+    let write_rule = |condition: Option<&str>,
+                      threshold: Option<ThresholdOut<'_>>,
+                      sequence: Option<SequenceOut<'_>>,
+                      tests: &Tests|
+     -> String {
         let head = RuleHead {
             id: &id,
             title: &title,
@@ -1099,8 +1218,9 @@ fn emit(plan: &Plan) -> Result<SigmaRule, SigmaProblem> {
             },
             stages: &stages,
             default_exemptions: false,
-            condition: &condition,
+            condition,
             threshold,
+            sequence,
             references: &references,
         };
         let mut yaml = header.clone();
@@ -1113,6 +1233,40 @@ fn emit(plan: &Plan) -> Result<SigmaRule, SigmaProblem> {
             }
         }
         yaml
+    };
+    let step_conditions: Vec<String> = plan
+        .sequence
+        .iter()
+        .flat_map(|s| s.steps.iter().map(Node::render))
+        .collect();
+    let sequence_out = || {
+        plan.sequence.as_ref().map(|s| SequenceOut {
+            within: &s.timespan,
+            by: s.by.iter().map(|f| f.name.as_str()).collect(),
+            ordered: s.ordered,
+            steps: s
+                .names
+                .iter()
+                .zip(&step_conditions)
+                .map(|(name, condition)| StepOut { name, condition })
+                .collect(),
+        })
+    };
+    let write = |tests: &Tests, with_threshold: bool| -> String {
+        let threshold = plan
+            .threshold
+            .as_ref()
+            .filter(|_| with_threshold)
+            .map(|t| ThresholdOut {
+                window: &t.timespan,
+                by: &t.by,
+                count: t.count,
+                distinct: t.distinct.as_ref().map(|d| d.name.as_str()),
+            });
+        match plan.sequence {
+            Some(_) => write_rule(None, None, sequence_out(), tests),
+            None => write_rule(Some(&condition), threshold, None, tests),
+        }
     };
     let problem = |refusal: SigmaRefusal| SigmaProblem {
         line: plan.meta.line,
@@ -1139,8 +1293,16 @@ fn emit(plan: &Plan) -> Result<SigmaRule, SigmaProblem> {
         window: t.window,
         distinct: t.distinct.as_ref(),
     });
-    let tests = synth::synthesize(&plan.condition, threshold.as_ref(), &write)
-        .map_err(|why| problem(SigmaRefusal::Tests(why)))?;
+    let tests = match &plan.sequence {
+        Some(sequence) => synth::synthesize_sequence(
+            &sequence.steps,
+            &sequence.by,
+            &|n, tests| write_rule(Some(&step_conditions[n]), None, None, tests),
+            &|tests| write(tests, true),
+        ),
+        None => synth::synthesize(&plan.condition, threshold.as_ref(), &write),
+    }
+    .map_err(|why| problem(SigmaRefusal::Tests(why)))?;
     Ok(SigmaRule {
         id: id.clone(),
         file: plan.meta.file.clone(),

@@ -167,6 +167,95 @@ pub(crate) fn synthesize(
     Ok(kept)
 }
 
+/// The tests of a sequence whose steps are `steps` joined by `by`: a firing event made for each
+/// step alone (as [`synthesize`] makes one, checked with the rule `write_step(n, tests)` writes
+/// for step `n`), given the same join values, in order; quiet cases are the same events with
+/// another join value in the last, and the events without the first step's. All are checked
+/// with the whole rule, which `write` writes.
+pub(crate) fn synthesize_sequence(
+    steps: &[Node],
+    by: &[FieldRef],
+    write_step: &dyn Fn(usize, &Tests) -> String,
+    write: &dyn Fn(&Tests) -> String,
+) -> Result<Tests, String> {
+    let mut events = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        let tests = synthesize(step, None, &|tests, _| write_step(n, tests))
+            .map_err(|why| format!("step {}: {why}", n + 1))?;
+        let fire = tests.fire.into_iter().next();
+        events.push(fire.ok_or_else(|| format!("step {}: no firing event", n + 1))?);
+    }
+    let mut other = events.clone();
+    for field in by {
+        let Some((path, shape)) = location(&field.field) else {
+            return Err(format!(
+                "a test cannot give every step the same `{}`",
+                field.name
+            ));
+        };
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let (same, different) = match shape {
+            Shape::Text => (json!("sigma-1"), json!("sigma-2")),
+            Shape::List => match &field.field {
+                Field::Column(def) if def.name == "ip" => {
+                    (json!(["198.51.100.1"]), json!(["198.51.100.2"]))
+                }
+                _ => (json!(["sigma-1"]), json!(["sigma-2"])),
+            },
+            Shape::Int => {
+                return Err(format!(
+                    "a test cannot vary the number `{}` between sequences",
+                    field.name
+                ));
+            }
+        };
+        // The value a step's condition fixed, else one of ours.
+        let same = events
+            .iter()
+            .find_map(|e| get(e, &segments).cloned())
+            .unwrap_or(same);
+        let different = if same == different {
+            json!("sigma-3")
+        } else {
+            different
+        };
+        for event in events.iter_mut().chain(other.iter_mut()) {
+            set(event, &segments, same.clone());
+        }
+        if let Some(last) = other.last_mut() {
+            set(last, &segments, different);
+        }
+    }
+    let tests = Tests {
+        fire: vec![json!({ "sequence": events })],
+        quiet: vec![
+            json!({ "sequence": other }),
+            json!({ "sequence": events[1..] }),
+        ],
+    };
+    let mut kept = Tests {
+        fire: Vec::new(),
+        quiet: Vec::new(),
+    };
+    for (expect, index, passed) in run(&write(&tests))? {
+        match (expect, passed) {
+            ("fire", true) => kept.fire.push(tests.fire[index].clone()),
+            ("fire", false) => {
+                return Err(format!(
+                    "the firing sequence made for the rule does not fire (its steps' conditions may disagree on the join values): {}",
+                    tests.fire[index]
+                ));
+            }
+            (_, true) => kept.quiet.push(tests.quiet[index].clone()),
+            (_, false) => {}
+        }
+    }
+    if kept.quiet.is_empty() {
+        return Err("no quiet sequence made for the rule stays quiet".into());
+    }
+    Ok(kept)
+}
+
 /// The tests of a threshold rule: the firing event repeated as often as the threshold asks
 /// (with distinct values of the counted field for a distinct count), and quiet repetitions:
 /// one fewer, one value repeated, and the quiet event repeated.

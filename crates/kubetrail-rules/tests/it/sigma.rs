@@ -229,8 +229,8 @@ fn newer_sigmahq_rules_are_refused_with_every_problem() {
     assert!(suspicious.contains("\"ALLOW\" is not one"), "{suspicious}");
 }
 
-/// Our examples: an event_count and a value_count correlation become thresholds, a temporal
-/// one is refused by name, and conditions with `all of`, `1 of`, `not` and the modifiers
+/// Our examples: an event_count and a value_count correlation become thresholds, the temporal
+/// ones sequences (one without group-by is refused), and conditions with `all of`, `1 of`, `not` and the modifiers
 /// cased, contains, re, startswith and gte convert.
 #[test]
 fn correlations_and_conditions() {
@@ -242,13 +242,27 @@ fn correlations_and_conditions() {
             "sigma-many-distinct-secrets-read-from-one-address",
             "sigma-shell-started-through-pods-exec",
             "sigma-many-secrets-read-by-one-user",
+            "sigma-role-binding-then-exec-by-one-user",
+            "sigma-exec-and-secret-listing-from-one-address",
         ]
     );
     assert_eq!(import.refused.len(), 1, "{:#?}", refusals(&import));
-    let temporal = import.refused[0].to_string();
+    let anywhere = import.refused[0].to_string();
     assert!(
-        temporal.starts_with("kubetrail_temporal_refused.yml:44: \"Role Binding Then Exec By One User\": correlation type `temporal_ordered` is not supported yet"),
-        "{temporal}"
+        anywhere.starts_with("kubetrail_temporal.yml:89: \"Exec And Secret Listing Anywhere\": correlation: a temporal correlation without `group-by` would join unrelated events"),
+        "{anywhere}"
+    );
+    let ordered = &import.rules[3].yaml;
+    assert!(
+        ordered.contains(
+            "sequence:\n  within: 15m\n  by:\n  - user\n  ordered: true\n  steps:\n  - name: kubetrail_rolebinding_created\n    condition: verb:create resource:rolebindings\n  - name: kubetrail_pod_exec\n    condition: resource:pods subresource:exec\n"
+        ) && !ordered.contains("\ncondition:"),
+        "{ordered}"
+    );
+    let any_order = &import.rules[4].yaml;
+    assert!(
+        any_order.contains("  by:\n  - ip\n  ordered: false\n"),
+        "{any_order}"
     );
     let counted: Vec<&str> = import
         .correlated_only
@@ -261,7 +275,8 @@ fn correlations_and_conditions() {
             "Secret Read In A Namespace",
             "Secret Read",
             "Role Binding Created",
-            "Pod Exec"
+            "Pod Exec",
+            "Secret Listed"
         ]
     );
     assert_rules_pass(&import);

@@ -288,7 +288,9 @@ fn printed_rules_and_field_mappings() {
 }
 
 /// Our correlation examples: event_count and value_count become thresholds that fire on 20
-/// secret reads by one user from one address, and the temporal correlation is refused.
+/// secret reads by one user from one address; temporal_ordered and temporal become sequences
+/// that fire on a role binding then an exec by one user, and on an exec and a secret listing
+/// from one address; a temporal correlation without group-by is refused.
 #[test]
 fn correlations_become_thresholds() {
     let dir = TempDir::new("sigma-correlations");
@@ -297,14 +299,14 @@ fn correlations_become_thresholds() {
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let errors = stderr(&output);
     assert!(
-        errors.contains("kubetrail_temporal_refused.yml:44: \"Role Binding Then Exec By One User\": correlation type `temporal_ordered` is not supported yet"),
+        errors.contains("kubetrail_temporal.yml:89: \"Exec And Secret Listing Anywhere\": correlation: a temporal correlation without `group-by` would join unrelated events"),
         "{errors}"
     );
     assert!(
-        errors.contains("3 rules converted, 1 refused, 4 only counted by correlations"),
+        errors.contains("5 rules converted, 1 refused, 5 only counted by correlations"),
         "{errors}"
     );
-    assert!(rules_test(&out).contains("3 rules passed, 0 failed"));
+    assert!(rules_test(&out).contains("5 rules passed, 0 failed"));
 
     let log = dir.path().join("audit.log");
     let lines: Vec<String> = (0..20)
@@ -319,6 +321,35 @@ fn correlations_become_thresholds() {
                 200,
             )
         })
+        .chain([
+            event(
+                "bind",
+                "ResponseComplete",
+                "create",
+                "mallory@example.com",
+                json!({"resource": "rolebindings", "namespace": "prod", "name": "me", "apiGroup": "rbac.authorization.k8s.io", "apiVersion": "v1"}),
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings",
+                201,
+            ),
+            event(
+                "exec",
+                "ResponseComplete",
+                "create",
+                "mallory@example.com",
+                json!({"resource": "pods", "subresource": "exec", "namespace": "prod", "name": "web", "apiVersion": "v1"}),
+                "/api/v1/namespaces/prod/pods/web/exec?command=id",
+                101,
+            ),
+            event(
+                "list",
+                "ResponseComplete",
+                "list",
+                "bob@example.com",
+                json!({"resource": "secrets", "namespace": "prod", "apiVersion": "v1"}),
+                "/api/v1/namespaces/prod/secrets",
+                200,
+            ),
+        ])
         .collect();
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
     let found = findings_by_rule(&run(
@@ -342,6 +373,11 @@ fn correlations_become_thresholds() {
                 1
             ),
             ("sigma-many-secrets-read-by-one-user".to_owned(), 1),
+            ("sigma-role-binding-then-exec-by-one-user".to_owned(), 1),
+            (
+                "sigma-exec-and-secret-listing-from-one-address".to_owned(),
+                1
+            ),
         ])
     );
 }
